@@ -1,0 +1,2 @@
+//! Measurements of ringcast: criterion benchmarks of the ring (`benches/`), and the
+//! `ringcast-loadgen` load client for servers.

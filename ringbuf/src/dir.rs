@@ -1,0 +1,57 @@
+//! The ring directory convention shared by capture and server: one `<camera>.ring` (and its
+//! `<camera>.demand`) per camera in one directory.
+
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use crate::{CameraId, Error};
+
+/// Where rings live unless `--ring-dir` / `RINGCAST_RING_DIR` says otherwise: tmpfs, so frames
+/// never touch a disk.
+pub const DEFAULT_RING_DIR: &str = "/dev/shm/ringcast";
+
+pub const RING_EXTENSION: &str = "ring";
+pub const DEMAND_EXTENSION: &str = "demand";
+
+pub fn ring_path(dir: &Path, camera: &CameraId) -> PathBuf {
+    dir.join(format!("{camera}.{RING_EXTENSION}"))
+}
+
+pub fn demand_path(dir: &Path, camera: &CameraId) -> PathBuf {
+    dir.join(format!("{camera}.{DEMAND_EXTENSION}"))
+}
+
+/// Creates the ring directory if needed: group-readable, so servers may run as another user of
+/// the writer's group (ring files are 0640).
+pub fn ensure_ring_dir(dir: &Path) -> Result<(), Error> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
+        .map_err(Error::io(dir))
+}
+
+/// The cameras that have a ring file in `dir`, sorted by name. Files whose names are not
+/// `<valid camera>.ring` are ignored (temporary files of a writer being created, for one).
+pub fn scan_ring_dir(dir: &Path) -> Result<Vec<(CameraId, PathBuf)>, Error> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir)(e)),
+    };
+    let mut rings: Vec<(CameraId, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            if path.extension()? != RING_EXTENSION {
+                return None;
+            }
+            let camera = CameraId::new(path.file_stem()?.to_str()?).ok()?;
+            Some((camera, path))
+        })
+        .collect();
+    rings.sort();
+    Ok(rings)
+}

@@ -1,0 +1,56 @@
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong with a ring. Each message names the file or input at fault, so a
+/// binary can print it as one line an operator can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("camera name {0:?} is not allowed: use 1 to 32 of a-z, 0-9, '_' or '-'")]
+    InvalidCameraName(String),
+
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+
+    #[error("{}: another writer{} holds this ring", path.display(), pid_suffix(*pid))]
+    WriterBusy { path: PathBuf, pid: Option<u32> },
+
+    #[error("{}: not a ringcast ring (bad magic)", path.display())]
+    BadMagic { path: PathBuf },
+
+    #[error("{}: ring layout version {found} is not supported (this build reads version {supported})", path.display())]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+
+    #[error("{}: truncated ring: {actual} bytes, its header says {expected}", path.display())]
+    Truncated {
+        path: PathBuf,
+        expected: u64,
+        actual: u64,
+    },
+
+    #[error("{}: impossible ring header: {reason}", path.display())]
+    BadHeader { path: PathBuf, reason: String },
+
+    #[error("ring geometry refused: {0}")]
+    InvalidGeometry(String),
+
+    #[error("frame of {len} bytes does not fit a slot of {slot_size} bytes")]
+    FrameTooLarge { len: usize, slot_size: usize },
+
+    #[error("corrupt slot for frame {frame}: {reason}")]
+    CorruptSlot { frame: u64, reason: String },
+}
+
+fn pid_suffix(pid: Option<u32>) -> String {
+    pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { path, source }
+    }
+}

@@ -1,0 +1,293 @@
+//! The ring file: its header page, its slots, and how a mapping of it is checked before use.
+//!
+//! Layout (little-endian, `repr(C)`, version [`LAYOUT_VERSION`]):
+//! `[header page: HEADER_SIZE bytes][slot 0][slot 1]...`, each slot being a 64-byte [`SlotMeta`]
+//! followed by the payload rounded up to 64 bytes. Every field is accessed only through atomics,
+//! by every process, so concurrent access is defined behaviour whatever the other side does.
+
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use crate::seqlock::{RingMemory, SlotMeta, SlotRef, WORD};
+use crate::{CameraId, Error};
+
+#[cfg(target_endian = "big")]
+compile_error!("the ring file format is little-endian; big-endian hosts are not supported");
+
+pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RINGCAST");
+pub(crate) const LAYOUT_VERSION: u32 = 1;
+pub(crate) const HEADER_SIZE: usize = 4096;
+const SLOT_META_SIZE: usize = std::mem::size_of::<SlotMeta>();
+const SLOT_ALIGN: usize = 64;
+
+/// Bounds a header must respect; a file outside them is refused, not mapped.
+pub const MIN_SLOTS: u32 = 2;
+pub const MAX_SLOTS: u32 = 1024;
+pub const MAX_SLOT_SIZE: usize = 1 << 30;
+/// Ring files larger than this are refused: no sane camera needs it, and a hostile header could
+/// otherwise make readers map absurd sizes.
+const MAX_FILE_SIZE: u64 = 64 << 30;
+
+/// `format` field: what the payloads are.
+pub(crate) const FORMAT_JPEG: u32 = 1;
+
+/// Writer states as stored in the header.
+pub(crate) const STATE_OFFLINE: u32 = 0;
+pub(crate) const STATE_STREAMING: u32 = 1;
+pub(crate) const STATE_IDLE: u32 = 2;
+
+/// The header page. Fields up to `camera` are written once, before the file is linked into the
+/// ring directory; the rest change while the writer runs.
+#[repr(C)]
+pub(crate) struct RingHeader {
+    pub(crate) magic: AtomicU64,
+    pub(crate) version: AtomicU32,
+    pub(crate) header_size: AtomicU32,
+    pub(crate) slot_count: AtomicU32,
+    pub(crate) format: AtomicU32,
+    pub(crate) slot_size: AtomicU64,
+    pub(crate) slot_stride: AtomicU64,
+    /// The camera name, NUL-padded.
+    pub(crate) camera: [AtomicU64; CameraId::MAX_LEN / WORD],
+    pub(crate) width: AtomicU32,
+    pub(crate) height: AtomicU32,
+    pub(crate) fps_milli: AtomicU32,
+    pub(crate) writer_state: AtomicU32,
+    pub(crate) writer_pid: AtomicU32,
+    /// Bumped after every publish; readers FUTEX_WAIT on it (shared futex, across processes).
+    pub(crate) futex: AtomicU32,
+    /// CLOCK_MONOTONIC ns of the writer's last sign of life.
+    pub(crate) heartbeat: AtomicU64,
+    /// Number of the last published frame.
+    pub(crate) head: AtomicU64,
+    /// CLOCK_MONOTONIC ns of the last publish.
+    pub(crate) published_at: AtomicU64,
+    pub(crate) frames_published: AtomicU64,
+    pub(crate) bytes_published: AtomicU64,
+    /// Frames refused because they did not fit a slot.
+    pub(crate) frames_rejected: AtomicU64,
+    /// How many writers have opened this file (1 for a fresh file; more after restarts).
+    pub(crate) writer_starts: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<RingHeader>() <= HEADER_SIZE);
+const _: () = assert!(SLOT_META_SIZE == SLOT_ALIGN);
+
+/// Slot count and payload capacity of a ring: fixed for the life of a ring file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingGeometry {
+    pub slot_count: u32,
+    /// Largest frame a slot holds, in bytes.
+    pub slot_size: usize,
+}
+
+impl Default for RingGeometry {
+    /// DESIGN.md's defaults: 8 slots of 2 MiB.
+    fn default() -> Self {
+        RingGeometry {
+            slot_count: 8,
+            slot_size: 2 << 20,
+        }
+    }
+}
+
+/// Sizes derived from a validated geometry; every offset into a mapping is computed from these
+/// cached values, never re-read from the (shared, hostile) header.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    pub(crate) slot_count: u32,
+    pub(crate) slot_size: usize,
+    pub(crate) stride: usize,
+    pub(crate) file_size: usize,
+}
+
+impl Layout {
+    pub(crate) fn for_geometry(g: RingGeometry) -> Result<Layout, Error> {
+        if !(MIN_SLOTS..=MAX_SLOTS).contains(&g.slot_count) {
+            return Err(Error::InvalidGeometry(format!(
+                "{} slots (allowed: {MIN_SLOTS} to {MAX_SLOTS})",
+                g.slot_count
+            )));
+        }
+        if g.slot_size == 0 || g.slot_size > MAX_SLOT_SIZE {
+            return Err(Error::InvalidGeometry(format!(
+                "slot size {} bytes (allowed: 1 to {MAX_SLOT_SIZE})",
+                g.slot_size
+            )));
+        }
+        let stride = SLOT_META_SIZE + g.slot_size.next_multiple_of(SLOT_ALIGN);
+        let file_size = (g.slot_count as usize)
+            .checked_mul(stride)
+            .and_then(|s| s.checked_add(HEADER_SIZE))
+            .filter(|&s| s as u64 <= MAX_FILE_SIZE)
+            .ok_or_else(|| Error::InvalidGeometry(format!("{g:?} is too large")))?;
+        Ok(Layout {
+            slot_count: g.slot_count,
+            slot_size: g.slot_size,
+            stride,
+            file_size,
+        })
+    }
+
+    pub(crate) fn geometry(&self) -> RingGeometry {
+        RingGeometry {
+            slot_count: self.slot_count,
+            slot_size: self.slot_size,
+        }
+    }
+
+    /// Checks a header found in a file of `file_len` bytes, treating every field as hostile.
+    pub(crate) fn validate(
+        header: &RingHeader,
+        file_len: u64,
+        path: &Path,
+    ) -> Result<(Layout, CameraId), Error> {
+        let bad = |reason: String| Error::BadHeader {
+            path: path.to_owned(),
+            reason,
+        };
+        if header.magic.load(Relaxed) != MAGIC {
+            return Err(Error::BadMagic {
+                path: path.to_owned(),
+            });
+        }
+        let version = header.version.load(Relaxed);
+        if version != LAYOUT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_owned(),
+                found: version,
+                supported: LAYOUT_VERSION,
+            });
+        }
+        let header_size = header.header_size.load(Relaxed);
+        if header_size as usize != HEADER_SIZE {
+            return Err(bad(format!(
+                "header size {header_size}, expected {HEADER_SIZE}"
+            )));
+        }
+        let format = header.format.load(Relaxed);
+        if format != FORMAT_JPEG {
+            return Err(bad(format!("unknown payload format {format}")));
+        }
+        let slot_size = usize::try_from(header.slot_size.load(Relaxed)).unwrap_or(usize::MAX);
+        let geometry = RingGeometry {
+            slot_count: header.slot_count.load(Relaxed),
+            slot_size,
+        };
+        let layout = Layout::for_geometry(geometry).map_err(|e| bad(e.to_string()))?;
+        let stride = header.slot_stride.load(Relaxed);
+        if stride != layout.stride as u64 {
+            return Err(bad(format!(
+                "slot stride {stride}, expected {} for slot size {slot_size}",
+                layout.stride
+            )));
+        }
+        if file_len < layout.file_size as u64 {
+            return Err(Error::Truncated {
+                path: path.to_owned(),
+                expected: layout.file_size as u64,
+                actual: file_len,
+            });
+        }
+        let camera = read_camera(header).map_err(|e| bad(e.to_string()))?;
+        Ok((layout, camera))
+    }
+}
+
+fn read_camera(header: &RingHeader) -> Result<CameraId, Error> {
+    let mut bytes = Vec::with_capacity(CameraId::MAX_LEN);
+    for word in &header.camera {
+        bytes.extend_from_slice(&word.load(Relaxed).to_le_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    CameraId::new(&String::from_utf8_lossy(&bytes[..end]))
+}
+
+pub(crate) fn write_camera(header: &RingHeader, camera: &CameraId) {
+    let mut bytes = [0u8; CameraId::MAX_LEN];
+    bytes[..camera.as_str().len()].copy_from_slice(camera.as_str().as_bytes());
+    for (word, chunk) in header.camera.iter().zip(bytes.chunks_exact(WORD)) {
+        let chunk: [u8; WORD] = chunk.try_into().expect("chunks_exact yields whole words");
+        word.store(u64::from_le_bytes(chunk), Relaxed);
+    }
+}
+
+/// A mapping of a ring file whose layout has been validated. `M` is a read-only or writable map.
+pub(crate) struct MappedRing<M> {
+    map: M,
+    layout: Layout,
+}
+
+impl<M: Deref<Target = [u8]>> MappedRing<M> {
+    /// `map` must be page-aligned (any mmap is) and at least `layout.file_size` bytes long.
+    pub(crate) fn new(map: M, layout: Layout) -> MappedRing<M> {
+        assert!(
+            map.len() >= layout.file_size,
+            "mapping smaller than its layout"
+        );
+        MappedRing { map, layout }
+    }
+
+    pub(crate) fn header(&self) -> &RingHeader {
+        header_of(&self.map)
+    }
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+}
+
+/// Views the first page of a mapping as the ring header.
+pub(crate) fn header_of(map: &[u8]) -> &RingHeader {
+    assert!(
+        map.len() >= HEADER_SIZE,
+        "mapping smaller than a header page"
+    );
+    let ptr = map.as_ptr();
+    assert_eq!(ptr.align_offset(std::mem::align_of::<RingHeader>()), 0);
+    // SAFETY: the mapping is at least HEADER_SIZE >= size_of::<RingHeader>() bytes and suitably
+    // aligned (checked above; mmap returns page-aligned memory). RingHeader consists only of
+    // atomics, for which every bit pattern is valid, and every process touches the file only
+    // through atomic operations, so the shared reference never observes a non-atomic race. Atomic
+    // loads of at most 8 bytes are plain loads, so this is sound on a read-only mapping too.
+    unsafe { &*ptr.cast::<RingHeader>() }
+}
+
+impl<M: Deref<Target = [u8]>> RingMemory for MappedRing<M> {
+    fn head(&self) -> &AtomicU64 {
+        &self.header().head
+    }
+
+    fn slot_count(&self) -> u32 {
+        self.layout.slot_count
+    }
+
+    fn slot_size(&self) -> usize {
+        self.layout.slot_size
+    }
+
+    fn slot(&self, index: usize) -> SlotRef<'_> {
+        assert!(
+            index < self.layout.slot_count as usize,
+            "slot index out of range"
+        );
+        let offset = HEADER_SIZE + index * self.layout.stride;
+        let words = (self.layout.stride - SLOT_META_SIZE) / WORD;
+        // SAFETY: `offset + stride <= file_size <= map.len()` because index < slot_count and the
+        // layout was validated against the mapping (MappedRing::new). Offsets are multiples of 64
+        // from a page-aligned base, meeting SlotMeta's and AtomicU64's alignment. Both types are
+        // atomics only (valid for any bits) and every process accesses them atomically; see
+        // `header_of` for why this holds on a read-only mapping.
+        unsafe {
+            let base = self.map.as_ptr().add(offset);
+            SlotRef {
+                meta: &*base.cast::<SlotMeta>(),
+                payload: std::slice::from_raw_parts(
+                    base.add(SLOT_META_SIZE).cast::<AtomicU64>(),
+                    words,
+                ),
+            }
+        }
+    }
+}

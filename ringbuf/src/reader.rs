@@ -1,0 +1,302 @@
+//! A reader of one ring: maps the file read-only, checks it, and follows the writer with its
+//! own cursor.
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memmap2::Mmap;
+use nix::sys::socket::{send, MsgFlags};
+
+use crate::futex;
+use crate::mapped::{
+    Layout, MappedRing, RingGeometry, RingHeader, HEADER_SIZE, STATE_IDLE, STATE_OFFLINE,
+};
+use crate::seqlock::{Cursor, FrameMeta, Read, ReaderStats};
+use crate::types::{Clock, MonoNanos, SystemClock};
+use crate::writer::VideoFormat;
+use crate::{CameraId, Error, FrameNo};
+
+/// Whether a ring's writer is there, as a reader judges it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterStatus {
+    /// Publishing (or about to: the writer is alive and capturing).
+    Online,
+    /// Alive but not capturing, because nobody is watching (`--on-demand`).
+    Idle,
+    Offline(OfflineReason),
+}
+
+impl WriterStatus {
+    /// `online`, `idle` or `offline`, as in `/api/cameras`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriterStatus::Online => "online",
+            WriterStatus::Idle => "idle",
+            WriterStatus::Offline(_) => "offline",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfflineReason {
+    /// The writer marked the ring offline when it stopped (or none ever started).
+    Stopped,
+    /// The recorded writer process no longer exists (it was killed or crashed).
+    ProcessGone { pid: u32 },
+    /// The writer's heartbeat is older than the reader's limit (it hangs).
+    Silent { for_: Duration },
+}
+
+/// A snapshot of a ring's header, for status pages and `ringcast-ringctl`.
+#[derive(Clone, Debug)]
+pub struct RingInfo {
+    pub camera: CameraId,
+    pub geometry: RingGeometry,
+    pub format: VideoFormat,
+    pub head: FrameNo,
+    pub writer_pid: u32,
+    pub heartbeat: MonoNanos,
+    pub published_at: MonoNanos,
+    pub frames_published: u64,
+    pub bytes_published: u64,
+    pub frames_rejected: u64,
+    pub writer_starts: u64,
+}
+
+/// Reads one ring. Each reader has its own cursor: it returns every frame while it keeps up
+/// and skips to the newest (counting what it skipped) when it falls behind.
+pub struct RingReader {
+    ring: Arc<MappedRing<Mmap>>,
+    path: PathBuf,
+    camera: CameraId,
+    cursor: Cursor,
+    identity: (u64, u64),
+}
+
+impl RingReader {
+    /// Maps `path` read-only and validates its header against the file. The first frame
+    /// returned is the newest one published at or after this call.
+    pub fn open(path: &Path) -> Result<RingReader, Error> {
+        let file = File::open(path).map_err(Error::io(path))?;
+        let meta = file.metadata().map_err(Error::io(path))?;
+        if meta.len() < HEADER_SIZE as u64 {
+            return Err(Error::Truncated {
+                path: path.to_owned(),
+                expected: HEADER_SIZE as u64,
+                actual: meta.len(),
+            });
+        }
+        // SAFETY: the writer changes the file's contents while it is mapped, which is the point:
+        // every access goes through atomics (see mapped::header_of), and the layout is validated
+        // before any offset is used. A writer never shrinks a ring file in place (a new geometry
+        // gets a new file), so the mapped range stays backed.
+        let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
+        let (layout, camera) = Layout::validate(crate::mapped::header_of(&map), meta.len(), path)?;
+        let ring = MappedRing::new(map, layout);
+        let head = FrameNo(ring.header().head.load(Acquire));
+        Ok(RingReader {
+            ring: Arc::new(ring),
+            path: path.to_owned(),
+            camera,
+            cursor: Cursor::starting_at(head.max(FrameNo(1))),
+            identity: (meta.dev(), meta.ino()),
+        })
+    }
+
+    pub fn camera(&self) -> &CameraId {
+        &self.camera
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn geometry(&self) -> RingGeometry {
+        self.ring.layout().geometry()
+    }
+
+    fn header(&self) -> &RingHeader {
+        self.ring.header()
+    }
+
+    /// The last published frame.
+    pub fn head(&self) -> FrameNo {
+        FrameNo(self.header().head.load(Acquire))
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        self.cursor.stats()
+    }
+
+    /// Copies the next frame into `out` (replacing its contents) if one is there; never blocks.
+    /// This is the form for async runtimes, woken by [`signal`](Self::signal).
+    pub fn try_next(&mut self, out: &mut Vec<u8>) -> Result<Option<FrameMeta>, Error> {
+        match self.cursor.read(&*self.ring, out) {
+            Read::Frame(meta) => Ok(Some(meta)),
+            Read::Nothing => Ok(None),
+            Read::Corrupt { frame, reason } => Err(Error::CorruptSlot {
+                frame: frame.0,
+                reason,
+            }),
+        }
+    }
+
+    /// Like [`try_next`](Self::try_next), but waits up to `timeout` for a frame to be published.
+    pub fn next_timeout(
+        &mut self,
+        out: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Option<FrameMeta>, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // SYNC POINT: the futex word is loaded before `try_next` loads `head`; see
+            // writer::wake_readers for why this order cannot lose a wake-up.
+            let seen = self.header().futex.load(Acquire);
+            if let Some(frame) = self.try_next(out)? {
+                return Ok(Some(frame));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            futex::wait(&self.header().futex, seen, left);
+        }
+    }
+
+    /// The newest frame, without moving the cursor (for snapshots). `None` if no frame was
+    /// ever published, or the writer kept overwriting it faster than it could be copied.
+    pub fn newest(&self, out: &mut Vec<u8>) -> Option<FrameMeta> {
+        let mut cursor = Cursor::starting_at(self.head());
+        match cursor.read(&*self.ring, out) {
+            Read::Frame(meta) => Some(meta),
+            Read::Nothing | Read::Corrupt { .. } => None,
+        }
+    }
+
+    /// Moves the cursor so that the next frame returned is the newest; what is passed over is
+    /// counted as skipped.
+    pub fn skip_to_newest(&mut self) {
+        let head = self.head();
+        if head != FrameNo::NONE {
+            self.cursor.skip_to(head);
+        }
+    }
+
+    pub fn info(&self) -> RingInfo {
+        let h = self.header();
+        RingInfo {
+            camera: self.camera.clone(),
+            geometry: self.geometry(),
+            format: VideoFormat {
+                width: h.width.load(Relaxed),
+                height: h.height.load(Relaxed),
+                fps_milli: h.fps_milli.load(Relaxed),
+            },
+            head: self.head(),
+            writer_pid: h.writer_pid.load(Relaxed),
+            heartbeat: MonoNanos(h.heartbeat.load(Relaxed)),
+            published_at: MonoNanos(h.published_at.load(Relaxed)),
+            frames_published: h.frames_published.load(Relaxed),
+            bytes_published: h.bytes_published.load(Relaxed),
+            frames_rejected: h.frames_rejected.load(Relaxed),
+            writer_starts: h.writer_starts.load(Relaxed),
+        }
+    }
+
+    /// The writer's status now; see [`writer_status_at`](Self::writer_status_at).
+    pub fn writer_status(&self, silent_limit: Duration) -> WriterStatus {
+        self.writer_status_at(SystemClock.mono(), silent_limit)
+    }
+
+    /// The writer's status as of `now`: offline if it said so, if its process is gone, or if its
+    /// heartbeat is older than `silent_limit`.
+    pub fn writer_status_at(&self, now: MonoNanos, silent_limit: Duration) -> WriterStatus {
+        let h = self.header();
+        let state = h.writer_state.load(Relaxed);
+        if state == STATE_OFFLINE {
+            return WriterStatus::Offline(OfflineReason::Stopped);
+        }
+        let pid = h.writer_pid.load(Relaxed);
+        if !process_exists(pid) {
+            return WriterStatus::Offline(OfflineReason::ProcessGone { pid });
+        }
+        let silent_for = now.since(MonoNanos(h.heartbeat.load(Relaxed)));
+        if silent_for > silent_limit {
+            return WriterStatus::Offline(OfflineReason::Silent { for_: silent_for });
+        }
+        if state == STATE_IDLE {
+            WriterStatus::Idle
+        } else {
+            WriterStatus::Online
+        }
+    }
+
+    /// Whether the file at our path is no longer the one we mapped (removed, or replaced by a
+    /// writer with another geometry). The caller should drop this reader and open the path again.
+    pub fn is_replaced(&self) -> bool {
+        match std::fs::metadata(&self.path) {
+            Ok(meta) => (meta.dev(), meta.ino()) != self.identity,
+            Err(_) => true,
+        }
+    }
+
+    /// Returns a socket that becomes readable whenever a frame may be waiting, and at least every
+    /// `tick` (so an event loop can also notice an offline writer). A thread of this process
+    /// waits on the ring's futex and writes a byte to the socket's peer; it ends within one
+    /// `tick` after the returned socket is dropped. Read and discard the bytes, then call
+    /// [`try_next`](Self::try_next) until it returns `None`.
+    pub fn signal(&self, tick: Duration) -> Result<UnixStream, Error> {
+        let (ours, theirs) = UnixStream::pair().map_err(Error::io(&self.path))?;
+        ours.set_nonblocking(true).map_err(Error::io(&self.path))?;
+        theirs
+            .set_nonblocking(true)
+            .map_err(Error::io(&self.path))?;
+        let ring = Arc::clone(&self.ring);
+        std::thread::Builder::new()
+            .name(format!("ring-signal-{}", self.camera))
+            .spawn(move || signal_loop(&ring, &ours, tick))
+            .map_err(Error::io(&self.path))?;
+        Ok(theirs)
+    }
+}
+
+fn signal_loop(ring: &MappedRing<Mmap>, peer: &UnixStream, tick: Duration) {
+    let header = ring.header();
+    let mut seen_head = header.head.load(Acquire);
+    loop {
+        let seen_futex = header.futex.load(Acquire);
+        if header.head.load(Acquire) == seen_head {
+            futex::wait(&header.futex, seen_futex, tick);
+        }
+        seen_head = header.head.load(Acquire);
+        // A full socket already holds an unread wake-up, which is all the reader needs.
+        match send(
+            peer.as_raw_fd(),
+            &[1],
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        ) {
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // Signal 0 checks existence; EPERM means it exists but belongs to someone else.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(errno) => errno == nix::errno::Errno::EPERM,
+    }
+}

@@ -1,0 +1,290 @@
+//! The seqlock protocol of one slot, and a reader's cursor over the ring.
+//!
+//! This module is the whole of the concurrency argument; the mapped file (`mapped`) only supplies
+//! the memory. It is written against [`crate::sync`] so that loom checks this very code.
+//!
+//! Sequence word of a slot: `0` = never written, `2n - 1` = frame `n` is being written,
+//! `2n` = frame `n` is complete. There is exactly one writer (it holds the ring file's flock),
+//! so marking a slot needs a plain store, not the compare-and-swap a multi-writer seqlock uses.
+//!
+//! Payloads are copied word by word with relaxed atomic loads and stores. A reader races the
+//! writer by design (that is what makes it a seqlock), and a racing non-atomic read would be a
+//! data race, i.e. undefined behaviour, even though the torn result is thrown away. Word-sized
+//! relaxed atomics compile to plain moves and make the race defined. The `atomic-memcpy` crate does
+//! the same for `Sized` values only; frames have a length known at run time, hence this loop.
+
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+
+use crate::sync::{fence, AtomicU64};
+use crate::types::{FrameNo, WallNanos};
+
+/// Size of a payload word: payload areas are whole numbers of these.
+pub(crate) const WORD: usize = std::mem::size_of::<u64>();
+
+/// Metadata at the start of each slot. 64-byte aligned so slots never share a cache line.
+#[repr(C, align(64))]
+pub(crate) struct SlotMeta {
+    pub(crate) seq: AtomicU64,
+    pub(crate) len: AtomicU64,
+    pub(crate) capture: AtomicU64,
+    pub(crate) frame_no: AtomicU64,
+}
+
+#[cfg(loom)]
+impl SlotMeta {
+    pub(crate) fn new() -> SlotMeta {
+        SlotMeta {
+            seq: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            capture: AtomicU64::new(0),
+            frame_no: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One slot as the protocol sees it.
+pub(crate) struct SlotRef<'a> {
+    pub(crate) meta: &'a SlotMeta,
+    /// At least `slot_size` bytes, as whole words.
+    pub(crate) payload: &'a [AtomicU64],
+}
+
+/// The memory a ring lives in: a mapped file in production, plain heap memory under loom.
+pub(crate) trait RingMemory {
+    /// Number of the last published frame ([`FrameNo::NONE`] before the first).
+    fn head(&self) -> &AtomicU64;
+    fn slot_count(&self) -> u32;
+    /// Largest payload a slot holds, in bytes.
+    fn slot_size(&self) -> usize;
+    /// `index < slot_count()`.
+    fn slot(&self, index: usize) -> SlotRef<'_>;
+}
+
+fn slot_of(ring: &impl RingMemory, frame: FrameNo) -> SlotRef<'_> {
+    ring.slot((frame.0 % u64::from(ring.slot_count())) as usize)
+}
+
+const fn writing_seq(frame: FrameNo) -> u64 {
+    frame.0.wrapping_mul(2).wrapping_sub(1)
+}
+
+const fn complete_seq(frame: FrameNo) -> u64 {
+    frame.0.wrapping_mul(2)
+}
+
+/// Writes `payload` as frame `frame` and advances `head` to it.
+///
+/// The caller is the ring's only writer, `frame` is `head + 1`, and `payload` fits a slot.
+pub(crate) fn publish(ring: &impl RingMemory, frame: FrameNo, payload: &[u8], capture: WallNanos) {
+    debug_assert!(payload.len() <= ring.slot_size());
+    let slot = slot_of(ring, frame);
+
+    // Relaxed: ordering against the payload stores comes from the fence below.
+    slot.meta.seq.store(writing_seq(frame), Relaxed);
+    // SYNC POINT: keeps the payload and metadata stores below from being seen before the odd mark.
+    // A reader that observes any of them and then runs its Acquire fence (see `copy_frame`) is
+    // guaranteed to see a sequence value no older than this odd one, and discards its copy.
+    fence(Release);
+
+    store_words(slot.payload, payload);
+    slot.meta.len.store(payload.len() as u64, Relaxed);
+    slot.meta.capture.store(capture.0, Relaxed);
+    slot.meta.frame_no.store(frame.0, Relaxed);
+
+    // SYNC POINT: Release publishes the payload and metadata written above to any reader whose
+    // Acquire load of `seq` sees this even value.
+    slot.meta.seq.store(complete_seq(frame), Release);
+    // SYNC POINT: Release so that a reader whose Acquire load of `head` sees `frame` also sees the
+    // slot's even sequence value stored just above (and everything before it).
+    ring.head().store(frame.0, Release);
+}
+
+fn store_words(dst: &[AtomicU64], src: &[u8]) {
+    let mut chunks = src.chunks_exact(WORD);
+    for (word, chunk) in dst.iter().zip(&mut chunks) {
+        let bytes: [u8; WORD] = chunk.try_into().expect("chunks_exact yields whole words");
+        word.store(u64::from_ne_bytes(bytes), Relaxed);
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut bytes = [0u8; WORD];
+        bytes[..tail.len()].copy_from_slice(tail);
+        dst[src.len() / WORD].store(u64::from_ne_bytes(bytes), Relaxed);
+    }
+}
+
+fn load_words(src: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
+    let words = len.div_ceil(WORD);
+    out.clear();
+    out.resize(words * WORD, 0);
+    for (chunk, word) in out.chunks_exact_mut(WORD).zip(&src[..words]) {
+        chunk.copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+    }
+    out.truncate(len);
+}
+
+/// What a reader learns about a frame besides its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameMeta {
+    pub frame_no: FrameNo,
+    /// When the capture side took the frame (CLOCK_REALTIME).
+    pub capture: WallNanos,
+    pub len: usize,
+}
+
+/// The outcome of one attempt to copy a frame out of its slot.
+#[derive(Debug)]
+pub(crate) enum CopyOutcome {
+    Complete(FrameMeta),
+    /// The slot held another frame, or the writer changed it while we copied.
+    Torn,
+    /// The slot was stable but its metadata cannot be right: only a foreign or broken writer does this.
+    Corrupt(String),
+}
+
+/// Copies frame `frame` into `out`, or reports why it could not.
+pub(crate) fn copy_frame(ring: &impl RingMemory, frame: FrameNo, out: &mut Vec<u8>) -> CopyOutcome {
+    let slot = slot_of(ring, frame);
+    // SYNC POINT: Acquire pairs with the writer's Release store of the even value, so the payload
+    // and metadata of `frame` are visible to the loads below.
+    let before = slot.meta.seq.load(Acquire);
+    if before != complete_seq(frame) {
+        return CopyOutcome::Torn;
+    }
+    let len = slot.meta.len.load(Relaxed);
+    let capture = slot.meta.capture.load(Relaxed);
+    let stored_no = slot.meta.frame_no.load(Relaxed);
+    // A torn `len` may be anything: never copy past the slot, whatever it says.
+    let slot_size = ring.slot_size();
+    let copy_len = usize::try_from(len).map_or(slot_size, |l| l.min(slot_size));
+    load_words(slot.payload, copy_len, out);
+
+    // SYNC POINT: keeps the payload loads above from moving below the re-check. Pairs with the
+    // writer's Release fence: if any load above saw a byte of a newer frame, the re-check sees
+    // (at least) that frame's odd mark.
+    fence(Acquire);
+    if slot.meta.seq.load(Relaxed) != before {
+        return CopyOutcome::Torn;
+    }
+    if copy_len as u64 != len {
+        return CopyOutcome::Corrupt(format!("length {len} exceeds the slot size {slot_size}"));
+    }
+    if stored_no != frame.0 {
+        return CopyOutcome::Corrupt(format!("slot says frame {stored_no}"));
+    }
+    CopyOutcome::Complete(FrameMeta {
+        frame_no: frame,
+        capture: WallNanos(capture),
+        len: copy_len,
+    })
+}
+
+/// What one reader has seen: its own, never shared.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReaderStats {
+    /// Frames returned.
+    pub delivered: u64,
+    /// Frames never returned because the reader fell behind: exactly the sum of the gaps between
+    /// consecutive returned frame numbers (and before the first, counted from where it started).
+    pub skipped: u64,
+    /// Copies thrown away because the writer overwrote the slot during or before the copy.
+    pub torn: u64,
+}
+
+/// How many times one `read` call retries torn copies before it gives up until the next wake-up.
+/// Bounded so that a ring scribbled on by a foreign process cannot spin a reader forever.
+const MAX_ATTEMPTS: usize = 8;
+
+/// A reader's position: the next frame it wants, and what it has seen so far.
+#[derive(Clone, Debug)]
+pub(crate) struct Cursor {
+    next: FrameNo,
+    stats: ReaderStats,
+}
+
+/// The result of [`Cursor::read`].
+#[derive(Debug)]
+pub(crate) enum Read {
+    Frame(FrameMeta),
+    /// Nothing newer than the last returned frame (or only torn copies this time).
+    Nothing,
+    /// The frame at the cursor was unreadable; the cursor moved past it.
+    Corrupt {
+        frame: FrameNo,
+        reason: String,
+    },
+}
+
+impl Cursor {
+    /// A cursor whose first frame will be `next` (or the newest, if `next` is already overwritten).
+    pub(crate) fn starting_at(next: FrameNo) -> Cursor {
+        Cursor {
+            next,
+            stats: ReaderStats::default(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ReaderStats {
+        self.stats
+    }
+
+    /// Moves to `frame` (which must not be behind the cursor), counting what is passed over.
+    pub(crate) fn skip_to(&mut self, frame: FrameNo) {
+        if frame > self.next {
+            self.stats.skipped += frame.0 - self.next.0;
+            self.next = frame;
+        }
+    }
+
+    /// Whether `head` holds a frame this cursor has not returned yet.
+    pub(crate) fn has_new(&self, head: FrameNo) -> bool {
+        head != FrameNo::NONE && head >= self.next
+    }
+
+    /// Copies the next frame into `out`, skipping ahead first if the writer has lapped us.
+    pub(crate) fn read(&mut self, ring: &impl RingMemory, out: &mut Vec<u8>) -> Read {
+        for _ in 0..MAX_ATTEMPTS {
+            // SYNC POINT: Acquire pairs with the writer's Release store of `head`: the slot of every
+            // frame up to `head` is seen complete (or newer) by `copy_frame`.
+            let head = FrameNo(ring.head().load(Acquire));
+            if !self.has_new(head) {
+                self.follow_regression(head);
+                return Read::Nothing;
+            }
+            self.catch_up(head, ring.slot_count());
+            match copy_frame(ring, self.next, out) {
+                CopyOutcome::Complete(meta) => {
+                    self.next = meta.frame_no.next();
+                    self.stats.delivered += 1;
+                    return Read::Frame(meta);
+                }
+                // Overwritten under us: the writer is at least a lap ahead, so the next attempt's
+                // catch-up jumps to the newest frame.
+                CopyOutcome::Torn => self.stats.torn += 1,
+                CopyOutcome::Corrupt(reason) => {
+                    let frame = self.next;
+                    self.skip_to(frame.next());
+                    return Read::Corrupt { frame, reason };
+                }
+            }
+        }
+        Read::Nothing
+    }
+
+    /// Slots `head - (slot_count - 2) ..= head` are safe to read; one more slot of margin keeps a
+    /// reader off the slot the writer fills next. Anything older is given up for the newest frame.
+    fn catch_up(&mut self, head: FrameNo, slot_count: u32) {
+        let readable_lag = u64::from(slot_count.saturating_sub(2));
+        if head.0 - self.next.0 > readable_lag {
+            self.skip_to(head);
+        }
+    }
+
+    /// A `head` behind what we already returned means the ring was reset under us (only a
+    /// foreign writer does that; ours resumes numbering). Follow it rather than wait forever.
+    fn follow_regression(&mut self, head: FrameNo) {
+        if head.next() < self.next {
+            self.next = head.next();
+        }
+    }
+}

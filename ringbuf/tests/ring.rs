@@ -1,0 +1,202 @@
+//! The ring's behaviour through its public API, within one process.
+
+use std::time::Duration;
+
+use ringbuf::{
+    CameraId, Error, FrameNo, OfflineReason, RingGeometry, RingReader, RingWriter, WallNanos,
+    WriterStatus,
+};
+
+fn camera() -> CameraId {
+    CameraId::new("cam1").unwrap()
+}
+
+fn small() -> RingGeometry {
+    RingGeometry {
+        slot_count: 4,
+        slot_size: 1024,
+    }
+}
+
+#[test]
+fn a_reader_gets_every_frame_it_keeps_up_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let mut reader = RingReader::open(writer.path()).unwrap();
+    let mut buf = Vec::new();
+    for n in 1..=20u64 {
+        let payload = vec![n as u8; n as usize * 7];
+        assert_eq!(writer.publish(&payload, WallNanos(n)).unwrap(), FrameNo(n));
+        let meta = reader
+            .next_timeout(&mut buf, Duration::from_secs(1))
+            .unwrap()
+            .unwrap();
+        assert_eq!(meta.frame_no, FrameNo(n));
+        assert_eq!(meta.capture, WallNanos(n));
+        assert_eq!(buf, payload);
+    }
+    assert_eq!(reader.stats().skipped, 0);
+    assert_eq!(reader.stats().delivered, 20);
+}
+
+#[test]
+fn a_reader_that_falls_behind_skips_to_the_newest_and_counts_the_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let mut reader = RingReader::open(writer.path()).unwrap();
+    for n in 1..=10u64 {
+        writer.publish(&[n as u8], WallNanos(n)).unwrap();
+    }
+    let mut buf = Vec::new();
+    let meta = reader.try_next(&mut buf).unwrap().unwrap();
+    assert_eq!(meta.frame_no, FrameNo(10));
+    assert_eq!(reader.stats().skipped, 9);
+    assert_eq!(reader.try_next(&mut buf).unwrap(), None);
+}
+
+#[test]
+fn oversize_frames_are_refused_and_counted_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let err = writer.publish(&[0; 1025], WallNanos(0)).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::FrameTooLarge {
+            len: 1025,
+            slot_size: 1024
+        }
+    ));
+    assert_eq!(writer.head(), FrameNo::NONE);
+    let reader = RingReader::open(writer.path()).unwrap();
+    assert_eq!(reader.info().frames_rejected, 1);
+}
+
+#[test]
+fn a_second_writer_is_refused_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    match RingWriter::create(dir.path(), &camera(), small()) {
+        Err(Error::WriterBusy { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+        Err(other) => panic!("expected WriterBusy, got {other}"),
+        Ok(_) => panic!("a second writer was allowed"),
+    }
+}
+
+#[test]
+fn a_new_writer_resumes_numbering_after_the_last_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    for n in 1..=5u64 {
+        writer.publish(b"x", WallNanos(n)).unwrap();
+    }
+    let path = writer.path().to_owned();
+    drop(writer);
+    let mut reader = RingReader::open(&path).unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    assert_eq!(writer.publish(b"y", WallNanos(6)).unwrap(), FrameNo(6));
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    while let Some(meta) = reader.try_next(&mut buf).unwrap() {
+        seen.push(meta.frame_no.0);
+    }
+    assert_eq!(seen, vec![5, 6]);
+    assert!(!reader.is_replaced());
+}
+
+#[test]
+fn a_writer_with_another_geometry_replaces_the_file_and_keeps_numbering() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    writer.publish(b"x", WallNanos(1)).unwrap();
+    let reader = RingReader::open(writer.path()).unwrap();
+    drop(writer);
+    let bigger = RingGeometry {
+        slot_count: 3,
+        slot_size: 4096,
+    };
+    let mut writer = RingWriter::create(dir.path(), &camera(), bigger).unwrap();
+    assert!(reader.is_replaced());
+    assert_eq!(writer.publish(b"y", WallNanos(2)).unwrap(), FrameNo(2));
+    assert_eq!(RingReader::open(writer.path()).unwrap().geometry(), bigger);
+}
+
+#[test]
+fn newest_returns_the_head_without_moving_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let mut reader = RingReader::open(writer.path()).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(reader.newest(&mut buf), None);
+    writer.publish(b"one", WallNanos(1)).unwrap();
+    writer.publish(b"two", WallNanos(2)).unwrap();
+    assert_eq!(reader.newest(&mut buf).unwrap().frame_no, FrameNo(2));
+    assert_eq!(buf, b"two");
+    assert_eq!(
+        reader.try_next(&mut buf).unwrap().unwrap().frame_no,
+        FrameNo(1)
+    );
+}
+
+#[test]
+fn writer_status_follows_stop_heartbeat_and_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let reader = RingReader::open(writer.path()).unwrap();
+    let limit = Duration::from_secs(3);
+    let beat = reader.info().heartbeat;
+    assert_eq!(reader.writer_status_at(beat, limit), WriterStatus::Online);
+    let later = ringbuf::MonoNanos(beat.0 + 4_000_000_000);
+    assert!(matches!(
+        reader.writer_status_at(later, limit),
+        WriterStatus::Offline(OfflineReason::Silent { .. })
+    ));
+    writer.set_idle(true);
+    assert_eq!(reader.writer_status(limit), WriterStatus::Idle);
+    drop(writer);
+    assert_eq!(
+        reader.writer_status(limit),
+        WriterStatus::Offline(OfflineReason::Stopped)
+    );
+}
+
+#[test]
+fn ring_files_are_created_mode_0640() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let mode = std::fs::metadata(writer.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o640);
+}
+
+#[test]
+fn scan_lists_rings_and_ignores_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let _a = RingWriter::create(dir.path(), &CameraId::new("b").unwrap(), small()).unwrap();
+    let _b = RingWriter::create(dir.path(), &CameraId::new("a").unwrap(), small()).unwrap();
+    std::fs::write(dir.path().join("Not Valid.ring"), b"").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"").unwrap();
+    let names: Vec<String> = ringbuf::scan_ring_dir(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|(cam, _)| cam.to_string())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[test]
+fn the_signal_socket_wakes_on_publish() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let reader = RingReader::open(writer.path()).unwrap();
+    let mut sock = reader.signal(Duration::from_secs(10)).unwrap();
+    sock.set_nonblocking(false).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    writer.publish(b"x", WallNanos(1)).unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(sock.read(&mut byte).unwrap(), 1);
+}
