@@ -1,2 +1,23 @@
 //! ringcast-capture: takes frames from one camera source and publishes them as JPEG into that
 //! camera's ring (or pushes them to a remote server's ingest route).
+//!
+//! The parts: a [`source`] yields JPEG frames (one file per kind of camera, behind the
+//! [`source::Source`] trait), a supervisor thread keeps it running with backoff, the
+//! [`pipeline`] checks and transforms each frame and stamps its timing, and a [`sink`] publishes
+//! it. [`run::run`] ties them together for the binary.
+
+pub mod backoff;
+pub mod cli;
+pub mod demand;
+pub mod error;
+pub mod overlay;
+pub mod pipeline;
+pub mod run;
+pub mod sink;
+pub mod source;
+pub mod stats;
+pub mod supervisor;
+pub mod transform;
+
+pub use cli::Args;
+pub use error::{CaptureError, SourceError};

@@ -1,0 +1,62 @@
+//! What can go wrong, as enums whose messages an operator can act on.
+
+use std::io;
+
+/// Errors that stop capture (bad flags, a ring already taken, a missing device at start).
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error(transparent)]
+    Ring(#[from] ringbuf::Error),
+
+    #[error("{0}")]
+    Source(#[from] SourceError),
+
+    #[error("--push needs a ws:// URL ending in /ingest/<camera>, got {0:?}")]
+    BadPushUrl(String),
+
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        source: io::Error,
+    },
+
+    #[error("cannot install the signal handler: {0}")]
+    Signals(io::Error),
+
+    #[error("JPEG library: {0}")]
+    Jpeg(#[from] turbojpeg::Error),
+}
+
+/// Errors of a running source. The supervisor logs them and retries with backoff, except
+/// [`SourceError::Finished`], which ends capture (stdin closed: the producer is done).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("{0}")]
+    Protocol(String),
+
+    #[error("the stream ended")]
+    Ended,
+
+    #[error("the input is finished")]
+    Finished,
+
+    #[error("camera device {device}: {reason}")]
+    Device { device: String, reason: String },
+
+    #[error("JPEG encoding: {0}")]
+    Jpeg(#[from] turbojpeg::Error),
+}
+
+impl SourceError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(io::Error) -> SourceError {
+        let what = what.into();
+        move |source| SourceError::Io { what, source }
+    }
+}

@@ -1,0 +1,179 @@
+//! What happens to every frame between source and sink: structural check, `--drop-same-frames`,
+//! rotate/flip, timestamp, and the COM timing segment with the number the sink will give it.
+
+use ringbuf::frame::{check_jpeg, insert_timing, FrameTiming};
+use ringbuf::FrameNo;
+
+use crate::cli::{Flip, Rotation};
+use crate::source::wall_clock_text;
+use crate::source::Captured;
+use crate::transform::{combined_op, Orienter, Stamper};
+
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    pub camera: String,
+    pub quality: u8,
+    pub timestamp: bool,
+    pub rotate: Option<Rotation>,
+    pub flip: Option<Flip>,
+    pub drop_same_frames: u32,
+}
+
+/// What became of one frame.
+#[derive(Debug)]
+pub enum Processed<'a> {
+    /// Publish these bytes (timing segment included); the picture is `width`×`height`.
+    Publish {
+        jpeg: &'a [u8],
+        width: u32,
+        height: u32,
+    },
+    /// Same as the previous frame; skipped (`--drop-same-frames`).
+    Unchanged,
+    /// Not a usable JPEG; dropped.
+    Corrupt(String),
+}
+
+pub struct Pipeline {
+    drop_same: Option<DropSame>,
+    orienter: Option<Orienter>,
+    stamper: Option<Stamper>,
+    out: Vec<u8>,
+}
+
+impl Pipeline {
+    pub fn new(options: &PipelineOptions) -> Result<Pipeline, turbojpeg::Error> {
+        let op = combined_op(options.rotate, options.flip);
+        let orienter = if op == turbojpeg::TransformOp::None {
+            None
+        } else {
+            Some(Orienter::new(op, options.quality)?)
+        };
+        let stamper = if options.timestamp {
+            Some(Stamper::new(options.camera.clone(), options.quality)?)
+        } else {
+            None
+        };
+        Ok(Pipeline {
+            drop_same: (options.drop_same_frames > 0)
+                .then(|| DropSame::new(options.drop_same_frames)),
+            orienter,
+            stamper,
+            out: Vec::new(),
+        })
+    }
+
+    pub fn process(&mut self, frame: &Captured, frame_no: FrameNo) -> Processed<'_> {
+        if let Err(e) = check_jpeg(&frame.jpeg) {
+            return Processed::Corrupt(e.to_string());
+        }
+        if let Some(drop_same) = &mut self.drop_same {
+            if drop_same.is_repeat(&frame.jpeg) {
+                return Processed::Unchanged;
+            }
+        }
+        let oriented;
+        let mut jpeg: &[u8] = &frame.jpeg;
+        if let Some(orienter) = &mut self.orienter {
+            match orienter.apply(jpeg) {
+                Ok(out) => oriented = out,
+                Err(e) => return Processed::Corrupt(format!("cannot rotate or flip: {e}")),
+            }
+            jpeg = &oriented;
+        }
+        let stamped;
+        if let Some(stamper) = &mut self.stamper {
+            match stamper.apply(jpeg, &wall_clock_text()) {
+                Ok(out) => stamped = out,
+                Err(e) => return Processed::Corrupt(format!("cannot draw the timestamp: {e}")),
+            }
+            jpeg = &stamped;
+        }
+        let header = match turbojpeg::read_header(jpeg) {
+            Ok(header) => header,
+            Err(e) => return Processed::Corrupt(format!("unreadable JPEG header: {e}")),
+        };
+        let timing = FrameTiming {
+            frame_no,
+            capture: frame.capture,
+        };
+        if let Err(e) = insert_timing(jpeg, timing, &mut self.out) {
+            return Processed::Corrupt(e.to_string());
+        }
+        Processed::Publish {
+            jpeg: &self.out,
+            width: header.width as u32,
+            height: header.height as u32,
+        }
+    }
+}
+
+/// `--drop-same-frames N`: a frame byte-for-byte equal to the previous one is skipped, but
+/// never more than N in a row, so viewers still see a sign of life on a static scene.
+#[derive(Debug)]
+pub struct DropSame {
+    limit: u32,
+    previous: Vec<u8>,
+    skipped_in_a_row: u32,
+}
+
+impl DropSame {
+    pub fn new(limit: u32) -> DropSame {
+        DropSame {
+            limit,
+            previous: Vec::new(),
+            skipped_in_a_row: 0,
+        }
+    }
+
+    /// Whether to skip `jpeg`; remembers it as the previous frame otherwise.
+    pub fn is_repeat(&mut self, jpeg: &[u8]) -> bool {
+        if jpeg == self.previous.as_slice() {
+            if self.skipped_in_a_row < self.limit {
+                self.skipped_in_a_row += 1;
+                return true;
+            }
+        } else {
+            self.previous.clear();
+            self.previous.extend_from_slice(jpeg);
+        }
+        self.skipped_in_a_row = 0;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_frames_are_skipped_up_to_the_limit_in_a_row() {
+        let mut drop_same = DropSame::new(2);
+        let kept: Vec<bool> = [b"a", b"a", b"a", b"a", b"b", b"b", b"a"]
+            .iter()
+            .map(|f| !drop_same.is_repeat(&f[..]))
+            .collect();
+        assert_eq!(kept, [true, false, false, true, true, false, true]);
+    }
+
+    #[test]
+    fn garbage_is_reported_corrupt_not_published() {
+        let options = PipelineOptions {
+            camera: "cam1".into(),
+            quality: 80,
+            timestamp: false,
+            rotate: None,
+            flip: None,
+            drop_same_frames: 0,
+        };
+        let mut pipeline = Pipeline::new(&options).unwrap();
+        let frame = Captured {
+            jpeg: b"\xff\xd8 not really a jpeg \xff\xd9".to_vec(),
+            capture: ringbuf::WallNanos(1),
+        };
+        assert!(matches!(
+            pipeline.process(&frame, FrameNo(1)),
+            Processed::Corrupt(_)
+        ));
+    }
+}

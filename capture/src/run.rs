@@ -1,0 +1,218 @@
+//! The capture process: flags in, frames flowing from the source thread through the pipeline to
+//! the sink, until SIGTERM/SIGINT or the end of the input.
+
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringbuf::{CameraId, RingGeometry, RingWriter, VideoFormat};
+use tracing::{info, warn};
+
+use crate::cli::Args;
+use crate::demand::{Demand, IdleRule, Transition};
+use crate::pipeline::{Pipeline, PipelineOptions, Processed};
+use crate::sink::{RingSink, Sink};
+use crate::source::{self, SourceOptions};
+use crate::stats::{Reporter, Stats};
+use crate::supervisor::{self, Control, SourceEvent};
+use crate::CaptureError;
+
+/// How often the main loop wakes without frames: heartbeat, signals, demand.
+const TICK: Duration = Duration::from_millis(100);
+/// How often the "fps, frame size, drops" line is logged.
+const REPORT_EVERY: Duration = Duration::from_secs(10);
+/// How long to wait for the source thread to let go of the camera when stopping.
+const SOURCE_STOP_GRACE: Duration = Duration::from_millis(500);
+
+/// Why capture ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Signal,
+    InputFinished,
+}
+
+/// Runs capture as the flags say until a signal or the end of the input.
+pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
+    let shutdown = install_signal_handlers()?;
+    let stats = Arc::new(Stats::default());
+    let source = source::build(&args.source, SourceOptions::from_args(args, camera.clone()))?;
+    source.preflight()?;
+    let (sink, demand) = open_sink(args, &camera, &stats)?;
+    let pipeline = Pipeline::new(&PipelineOptions {
+        camera: camera.to_string(),
+        quality: args.quality,
+        timestamp: args.timestamp,
+        rotate: args.rotate,
+        flip: args.flip,
+        drop_same_frames: args.drop_same_frames,
+    })?;
+
+    info!(
+        "camera {camera}: capturing from {} into {}",
+        source.describe(),
+        sink_description(args, &camera)
+    );
+    let control = Control::new();
+    let (tx, rx) = sync_channel(1);
+    let source_thread = supervisor::spawn(source, Arc::clone(&control), tx).map_err(|source| {
+        CaptureError::Thread {
+            what: "source",
+            source,
+        }
+    })?;
+
+    let mut capture = Capture {
+        sink,
+        pipeline,
+        stats,
+        fps_milli: args.fps.unwrap_or(0) * 1000,
+        format: VideoFormat::default(),
+    };
+    let demand = if args.on_demand { demand } else { None };
+    let ended = capture.run_loop(&rx, &control, demand.as_deref(), args, &shutdown);
+
+    control.stop();
+    drop(rx);
+    wait_for_thread(source_thread, SOURCE_STOP_GRACE);
+    info!("camera {camera}: stopped");
+    Ok(ended)
+}
+
+fn install_signal_handlers() -> Result<Arc<AtomicBool>, CaptureError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&flag)).map_err(CaptureError::Signals)?;
+    }
+    Ok(flag)
+}
+
+type OpenedSink = (Box<dyn Sink>, Option<Arc<dyn Demand>>);
+
+fn open_sink(
+    args: &Args,
+    camera: &CameraId,
+    stats: &Arc<Stats>,
+) -> Result<OpenedSink, CaptureError> {
+    let geometry = RingGeometry {
+        slot_count: args.slots,
+        slot_size: args.max_frame_bytes,
+    };
+    let writer = RingWriter::create(&args.ring_dir, camera, geometry)?;
+    let demand: Option<Arc<dyn Demand>> = if args.on_demand {
+        Some(ringbuf::demand::DemandFile::open(&args.ring_dir, camera)?)
+    } else {
+        None
+    };
+    Ok((Box::new(RingSink::new(writer, Arc::clone(stats))), demand))
+}
+
+fn sink_description(args: &Args, camera: &CameraId) -> String {
+    ringbuf::ring_path(&args.ring_dir, camera)
+        .display()
+        .to_string()
+}
+
+/// Lets the source thread finish if it does so within `grace`; a source stuck in a read is left
+/// behind (the process exits around it).
+fn wait_for_thread(thread: std::thread::JoinHandle<()>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    } else {
+        warn!("the source did not stop in time; exiting without it");
+    }
+}
+
+struct Capture {
+    sink: Box<dyn Sink>,
+    pipeline: Pipeline,
+    stats: Arc<Stats>,
+    fps_milli: u32,
+    format: VideoFormat,
+}
+
+impl Capture {
+    fn run_loop(
+        &mut self,
+        frames: &Receiver<SourceEvent>,
+        control: &Control,
+        demand: Option<&dyn Demand>,
+        args: &Args,
+        shutdown: &AtomicBool,
+    ) -> Ended {
+        let mut idle_rule = IdleRule::new(args.idle_after.0, Instant::now());
+        let mut reporter = Reporter::new(Instant::now());
+        loop {
+            if shutdown.load(Relaxed) {
+                return Ended::Signal;
+            }
+            self.sink.heartbeat();
+            if let Some(demand) = demand {
+                let generation = demand.generation();
+                match idle_rule.update(demand.watched(), Instant::now()) {
+                    Some(Transition::GoIdle) => {
+                        info!("nobody is watching: idling");
+                        control.pause();
+                        self.sink.set_idle(true);
+                    }
+                    Some(Transition::Resume) => {
+                        info!("a viewer arrived: capturing");
+                        control.resume();
+                        self.sink.set_idle(false);
+                    }
+                    None => {}
+                }
+                if idle_rule.is_idle() {
+                    // Frames already on their way when the pause came are stale: drop them.
+                    while frames.try_recv().is_ok() {}
+                    demand.wait_for_change(generation, TICK);
+                    continue;
+                }
+            }
+            match frames.recv_timeout(TICK) {
+                Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
+                Ok(SourceEvent::Finished) | Err(RecvTimeoutError::Disconnected) => {
+                    return Ended::InputFinished
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if reporter.seconds_since_report(Instant::now()) >= REPORT_EVERY.as_secs_f64() {
+                info!("{}", reporter.line(self.stats.snapshot(), Instant::now()));
+            }
+        }
+    }
+
+    fn handle(&mut self, frame: &source::Captured) {
+        let frame_no = self.sink.next_frame_no();
+        match self.pipeline.process(frame, frame_no) {
+            Processed::Publish {
+                jpeg,
+                width,
+                height,
+            } => {
+                let format = VideoFormat {
+                    width,
+                    height,
+                    fps_milli: self.fps_milli,
+                };
+                if format != self.format {
+                    info!("picture is {width}x{height}");
+                    self.sink.set_video_format(format);
+                    self.format = format;
+                }
+                self.sink.publish(jpeg, frame.capture);
+            }
+            Processed::Unchanged => {
+                self.stats.unchanged.fetch_add(1, Relaxed);
+            }
+            Processed::Corrupt(reason) => {
+                self.stats.corrupt.fetch_add(1, Relaxed);
+                warn!("dropped a corrupt frame: {reason}");
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Camera sources. Each kind of camera is one file here implementing [`Source`]: `open` connects
+//! (or opens the device) and returns a [`FrameStream`] of JPEG frames; dropping the stream
+//! releases the camera. The supervisor calls `open` again after a failure or an idle period.
+//!
+//! To add a source: write `source/<kind>.rs` with a `Source` and a `FrameStream`, add a
+//! [`SourceSpec`] variant in `cli.rs` and a line in [`build`].
+
+mod test_pattern;
+pub mod v4l2;
+
+use std::time::Duration;
+
+use ringbuf::{CameraId, WallNanos};
+
+use crate::cli::{Args, Size, SourceSpec};
+use crate::SourceError;
+
+pub use test_pattern::{wall_clock_text, TestPattern};
+pub use v4l2::V4l2Source;
+
+/// How long a stream may wait for a frame before returning `Ok(None)`, so the supervisor can
+/// notice a pause or stop request.
+pub const POLL: Duration = Duration::from_millis(200);
+
+/// One JPEG frame from a source.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub jpeg: Vec<u8>,
+    /// When the frame was taken (or received, for cameras that do not say).
+    pub capture: WallNanos,
+}
+
+pub trait Source: Send {
+    /// What this source is, for logs ("V4L2 device /dev/video0").
+    fn describe(&self) -> String;
+
+    /// Checks what must hold before capture starts at all (a device path that exists), so a
+    /// wrong flag exits at once instead of retrying forever.
+    fn preflight(&self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Connects to the camera (or opens the device).
+    fn open(&mut self) -> Result<Box<dyn FrameStream>, SourceError>;
+}
+
+pub trait FrameStream: Send {
+    /// The next frame; `Ok(None)` if none came within about [`POLL`].
+    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError>;
+}
+
+/// What sources that encode or scale need to know.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub camera: CameraId,
+    pub size: Option<Size>,
+    pub fps: Option<u32>,
+    pub quality: u8,
+}
+
+impl SourceOptions {
+    pub fn from_args(args: &Args, camera: CameraId) -> SourceOptions {
+        SourceOptions {
+            camera,
+            size: args.size,
+            fps: args.fps,
+            quality: args.quality,
+        }
+    }
+}
+
+/// The source a `--source` value names.
+pub fn build(spec: &SourceSpec, options: SourceOptions) -> Result<Box<dyn Source>, SourceError> {
+    Ok(match spec {
+        SourceSpec::TestPattern => Box::new(TestPattern::new(options)),
+        SourceSpec::V4l2(path) => Box::new(V4l2Source::new(path.clone(), options)),
+        other => {
+            return Err(SourceError::Protocol(format!(
+                "{other}: this source kind is not in this build yet"
+            )))
+        }
+    })
+}
+
+/// Wall-clock time now.
+pub fn now_wall() -> WallNanos {
+    use ringbuf::Clock;
+    ringbuf::SystemClock.wall()
+}

@@ -1,0 +1,164 @@
+//! The source thread: opens the source, pulls frames into a channel, and on failure retries with
+//! backoff; while paused (on-demand, nobody watching) it holds no camera open. It runs on its own
+//! thread so that a source stuck in a read can never keep the process from stopping.
+
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::backoff::Backoff;
+use crate::source::{Captured, FrameStream, Source};
+use crate::SourceError;
+
+/// Messages from the source thread to the pipeline.
+#[derive(Debug)]
+pub enum SourceEvent {
+    Frame(Captured),
+    /// The input is finished for good (stdin closed): capture should end.
+    Finished,
+}
+
+#[derive(Debug, Default)]
+struct ControlState {
+    paused: bool,
+    stopped: bool,
+}
+
+/// How the pipeline tells the source thread to pause, resume or stop.
+#[derive(Debug, Default)]
+pub struct Control {
+    state: Mutex<ControlState>,
+    changed: Condvar,
+}
+
+impl Control {
+    pub fn new() -> Arc<Control> {
+        Arc::new(Control::default())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ControlState> {
+        // A poisoned lock only means a thread panicked while holding two booleans; they are
+        // still meaningful.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ControlState)) {
+        change(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    pub fn pause(&self) {
+        self.update(|s| s.paused = true);
+    }
+
+    pub fn resume(&self) {
+        self.update(|s| s.paused = false);
+    }
+
+    pub fn stop(&self) {
+        self.update(|s| s.stopped = true);
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.lock().stopped
+    }
+
+    fn should_pull(&self) -> bool {
+        let state = self.lock();
+        !state.paused && !state.stopped
+    }
+
+    /// Waits while paused; `false` once stopped.
+    fn wait_while_paused(&self) -> bool {
+        let mut state = self.lock();
+        while state.paused && !state.stopped {
+            state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        !state.stopped
+    }
+
+    /// Sleeps `delay`, or less if paused or stopped meanwhile.
+    fn sleep(&self, delay: Duration) {
+        let state = self.lock();
+        let _ = self
+            .changed
+            .wait_timeout_while(state, delay, |s| !s.paused && !s.stopped);
+    }
+}
+
+/// Starts the source thread.
+pub fn spawn(
+    source: Box<dyn Source>,
+    control: Arc<Control>,
+    frames: SyncSender<SourceEvent>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("source".into())
+        .spawn(move || supervise(source, &control, &frames))
+}
+
+enum Outcome {
+    Paused,
+    Stopped,
+    Failed(SourceError),
+    Finished,
+}
+
+fn supervise(mut source: Box<dyn Source>, control: &Control, frames: &SyncSender<SourceEvent>) {
+    let what = source.describe();
+    let mut backoff = Backoff::default();
+    while control.wait_while_paused() {
+        let outcome = match source.open() {
+            Ok(stream) => {
+                info!("{what}: opened, capturing");
+                pull(stream, control, frames, &mut backoff)
+            }
+            Err(e) => Outcome::Failed(e),
+        };
+        match outcome {
+            Outcome::Paused => info!("{what}: released, nobody is watching"),
+            Outcome::Stopped => return,
+            Outcome::Finished => {
+                info!("{what}: input finished");
+                let _ = frames.send(SourceEvent::Finished);
+                return;
+            }
+            Outcome::Failed(e) => {
+                let delay = backoff.next_delay();
+                warn!("{what}: {e}; retrying in {} s", delay.as_secs_f32().round());
+                control.sleep(delay);
+            }
+        }
+    }
+}
+
+fn pull(
+    mut stream: Box<dyn FrameStream>,
+    control: &Control,
+    frames: &SyncSender<SourceEvent>,
+    backoff: &mut Backoff,
+) -> Outcome {
+    loop {
+        if !control.should_pull() {
+            return if control.is_stopped() {
+                Outcome::Stopped
+            } else {
+                Outcome::Paused
+            };
+        }
+        match stream.next_frame() {
+            Ok(Some(frame)) => {
+                backoff.reset();
+                if frames.send(SourceEvent::Frame(frame)).is_err() {
+                    return Outcome::Stopped;
+                }
+            }
+            Ok(None) => {}
+            Err(SourceError::Finished) => return Outcome::Finished,
+            Err(e) => return Outcome::Failed(e),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Helpers for the integration tests: run the real binary against a temporary ring directory
+//! and read what it publishes.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ringbuf::{CameraId, FrameMeta, RingReader};
+
+/// Generous limit for anything a test waits for.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringcast-capture")
+}
+
+/// A child process that is killed when the test ends, however it ends.
+pub struct Running {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid()),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        self.wait_exit()
+            .unwrap_or_else(|| panic!("{} did not exit after SIGTERM", self.name))
+    }
+
+    /// Waits (up to the deadline) for the process to exit.
+    pub fn wait_exit(&mut self) -> Option<ExitStatus> {
+        let until = Instant::now() + DEADLINE;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ringcast-capture` with `args`; its log goes to the test's stderr.
+pub fn capture(args: &[&str]) -> Running {
+    let child = Command::new(bin())
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start ringcast-capture");
+    Running {
+        child,
+        name: "ringcast-capture".into(),
+    }
+}
+
+/// Runs `ringcast-capture` to completion (it must exit by itself).
+pub fn capture_output(args: &[&str]) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start ringcast-capture");
+    let until = Instant::now() + DEADLINE;
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return child.wait_with_output().expect("collect output");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("ringcast-capture {args:?} did not exit by itself");
+}
+
+pub fn ring_file(dir: &Path, camera: &str) -> PathBuf {
+    ringbuf::ring_path(dir, &CameraId::new(camera).unwrap())
+}
+
+/// Opens the camera's ring as soon as the capture has created it.
+pub fn open_ring(dir: &Path, camera: &str) -> RingReader {
+    let path = ring_file(dir, camera);
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(reader) = RingReader::open(&path) {
+            return reader;
+        }
+        assert!(
+            Instant::now() < until,
+            "capture never created the ring {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Reads `count` frames, failing if they do not come in time.
+pub fn read_frames(reader: &mut RingReader, count: usize) -> Vec<(FrameMeta, Vec<u8>)> {
+    let until = Instant::now() + DEADLINE;
+    let mut frames = Vec::new();
+    while frames.len() < count {
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {count} frames arrived in the ring",
+            frames.len()
+        );
+        let mut buf = Vec::new();
+        if let Some(meta) = reader.next_timeout(&mut buf, left).expect("ring read") {
+            frames.push((meta, buf));
+        }
+    }
+    frames
+}
+
+/// Waits for a frame newer than `after`; `None` if none comes within `wait`.
+pub fn frame_within(reader: &mut RingReader, wait: Duration) -> Option<(FrameMeta, Vec<u8>)> {
+    let mut buf = Vec::new();
+    reader
+        .next_timeout(&mut buf, wait)
+        .expect("ring read")
+        .map(|meta| (meta, buf))
+}
+
+/// Polls `condition` until it holds; panics with `what` if it does not within the deadline.
+pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let until = Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(Instant::now() < until, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Decodes a JPEG to RGB.
+pub fn decode(jpeg: &[u8]) -> turbojpeg::Image<Vec<u8>> {
+    turbojpeg::decompress(jpeg, turbojpeg::PixelFormat::RGB).expect("frame decodes as JPEG")
+}
+
+/// A JPEG of `width`×`height` whose content depends on `seed`.
+pub fn make_jpeg(width: usize, height: usize, seed: u8) -> Vec<u8> {
+    let mut pixels = vec![0u8; width * height * 3];
+    for (i, px) in pixels.chunks_exact_mut(3).enumerate() {
+        let (x, y) = (i % width, i / width);
+        px[0] = (x as u8).wrapping_add(seed);
+        px[1] = (y as u8).wrapping_mul(3);
+        px[2] = seed.wrapping_mul(7);
+    }
+    let image = turbojpeg::Image {
+        pixels: &pixels[..],
+        width,
+        pitch: width * 3,
+        height,
+        format: turbojpeg::PixelFormat::RGB,
+    };
+    turbojpeg::compress(image, 85, turbojpeg::Subsamp::Sub2x2)
+        .expect("encode")
+        .to_vec()
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
