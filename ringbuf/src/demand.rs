@@ -142,7 +142,6 @@ impl DemandFile {
         for (index, cell) in self.page().cells.iter().enumerate() {
             let pid = cell.pid.load(Acquire);
             let reclaimable = pid == 0
-                || pid == me
                 || now.since(MonoNanos(cell.heartbeat.load(Relaxed))) > DEFAULT_CELL_EXPIRY;
             if !reclaimable {
                 continue;
