@@ -10,6 +10,7 @@ pub mod backoff;
 pub mod cli;
 pub mod demand;
 pub mod error;
+pub mod jpeg_split;
 pub mod overlay;
 pub mod pipeline;
 pub mod run;

@@ -36,7 +36,7 @@ pub enum Ended {
 pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
     let shutdown = install_signal_handlers()?;
     let stats = Arc::new(Stats::default());
-    let source = source::build(&args.source, SourceOptions::from_args(args, camera.clone()))?;
+    let source = source::build(&args.source, SourceOptions::from_args(args, camera.clone()));
     source.preflight()?;
     let (sink, demand) = open_sink(args, &camera, &stats)?;
     let pipeline = Pipeline::new(&PipelineOptions {

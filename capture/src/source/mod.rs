@@ -5,6 +5,10 @@
 //! To add a source: write `source/<kind>.rs` with a `Source` and a `FrameStream`, add a
 //! [`SourceSpec`] variant in `cli.rs` and a line in [`build`].
 
+mod byte_stream;
+mod ffmpeg;
+mod http;
+mod stdin;
 mod test_pattern;
 pub mod v4l2;
 
@@ -15,6 +19,9 @@ use ringbuf::{CameraId, WallNanos};
 use crate::cli::{Args, Size, SourceSpec};
 use crate::SourceError;
 
+pub use ffmpeg::{ffmpeg_args, FfmpegSource};
+pub use http::HttpSource;
+pub use stdin::StdinSource;
 pub use test_pattern::{wall_clock_text, TestPattern};
 pub use v4l2::V4l2Source;
 
@@ -70,16 +77,14 @@ impl SourceOptions {
 }
 
 /// The source a `--source` value names.
-pub fn build(spec: &SourceSpec, options: SourceOptions) -> Result<Box<dyn Source>, SourceError> {
-    Ok(match spec {
+pub fn build(spec: &SourceSpec, options: SourceOptions) -> Box<dyn Source> {
+    match spec {
         SourceSpec::TestPattern => Box::new(TestPattern::new(options)),
         SourceSpec::V4l2(path) => Box::new(V4l2Source::new(path.clone(), options)),
-        other => {
-            return Err(SourceError::Protocol(format!(
-                "{other}: this source kind is not in this build yet"
-            )))
-        }
-    })
+        SourceSpec::Http(url) => Box::new(HttpSource::new(url.clone())),
+        SourceSpec::Stdin => Box::new(StdinSource::new()),
+        SourceSpec::Ffmpeg(url) => Box::new(FfmpegSource::new(url.clone(), options)),
+    }
 }
 
 /// Wall-clock time now.

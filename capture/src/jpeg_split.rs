@@ -1,0 +1,240 @@
+//! Cutting a byte stream into JPEG frames: concatenated JPEGs (`ffmpeg -f mjpeg -`) or a
+//! multipart MJPEG body, with or without Content-Length. Markers are parsed properly (segment
+//! lengths, entropy-coded data with byte stuffing), so an EXIF thumbnail's end marker or a
+//! stray 0xFFD9 in a header does not cut a frame short; anything outside a JPEG (multipart
+//! headers, boundaries, garbage) is skipped.
+//!
+//! Written by hand: the crates that parse JPEG want a complete image in memory, and the
+//! multipart crates want well-formed parts; a camera stream is neither.
+
+use memchr::memchr;
+
+/// Frames larger than this are cut off as corrupt (and the scan resyncs on the next SOI).
+pub const MAX_FRAME: usize = 32 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Looking for an SOI marker.
+    Searching,
+    /// Inside a frame's marker segments, at offset `pos` of the buffer.
+    Segments,
+    /// Inside entropy-coded data after SOS.
+    Entropy,
+}
+
+/// What [`JpegSplitter::next_frame`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Split {
+    Frame(Vec<u8>),
+    /// A frame that broke off (truncated, or another SOI in the middle); its bytes, for the
+    /// caller to count and drop.
+    Broken(Vec<u8>),
+}
+
+#[derive(Debug)]
+pub struct JpegSplitter {
+    buf: Vec<u8>,
+    state: State,
+    /// Where parsing continues; the current frame (if any) starts at 0.
+    pos: usize,
+}
+
+impl Default for JpegSplitter {
+    fn default() -> Self {
+        JpegSplitter {
+            buf: Vec::new(),
+            state: State::Searching,
+            pos: 0,
+        }
+    }
+}
+
+impl JpegSplitter {
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// Bytes held that are not yet a complete frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete (or broken) frame in what was pushed so far.
+    pub fn next_frame(&mut self) -> Option<Split> {
+        loop {
+            match self.state {
+                State::Searching => {
+                    if !self.find_soi() {
+                        return None;
+                    }
+                }
+                State::Segments => match self.step_segment()? {
+                    Step::Continue => {}
+                    Step::Done(end) => return Some(Split::Frame(self.take(end))),
+                    Step::Broken(end) => return Some(Split::Broken(self.take(end))),
+                },
+                State::Entropy => match self.step_entropy()? {
+                    Step::Continue => {}
+                    Step::Done(end) => return Some(Split::Frame(self.take(end))),
+                    Step::Broken(end) => return Some(Split::Broken(self.take(end))),
+                },
+            }
+            if self.pos > MAX_FRAME {
+                // Resync after the bogus start; what was consumed is reported as broken.
+                let end = self.pos;
+                return Some(Split::Broken(self.take(end)));
+            }
+        }
+    }
+
+    /// Drops everything before the next SOI; `false` if there is none yet.
+    fn find_soi(&mut self) -> bool {
+        let mut from = 0;
+        while let Some(i) = memchr(0xFF, &self.buf[from..]) {
+            let at = from + i;
+            match self.buf.get(at + 1) {
+                Some(0xD8) => {
+                    self.buf.drain(..at);
+                    self.pos = 2;
+                    self.state = State::Segments;
+                    return true;
+                }
+                Some(_) => from = at + 1,
+                None => {
+                    // Keep a trailing 0xFF: it may be the first half of an SOI.
+                    self.buf.drain(..at);
+                    return false;
+                }
+            }
+        }
+        self.buf.clear();
+        false
+    }
+
+    fn step_segment(&mut self) -> Option<Step> {
+        let buf = &self.buf;
+        let pos = self.pos;
+        let &first = buf.get(pos)?;
+        if first != 0xFF {
+            return Some(Step::Broken(pos));
+        }
+        let &marker = buf.get(pos + 1)?;
+        match marker {
+            // Fill byte before a marker.
+            0xFF => self.pos += 1,
+            0xD9 => return Some(Step::Done(pos + 2)),
+            0xD8 => return Some(Step::Broken(pos)),
+            0x01 | 0xD0..=0xD7 => self.pos += 2,
+            _ => {
+                let len_bytes = buf.get(pos + 2..pos + 4)?;
+                let len = usize::from(u16::from_be_bytes([len_bytes[0], len_bytes[1]]));
+                if len < 2 {
+                    return Some(Step::Broken(pos));
+                }
+                self.pos = pos + 2 + len;
+                if marker == 0xDA {
+                    self.state = State::Entropy;
+                }
+            }
+        }
+        Some(Step::Continue)
+    }
+
+    fn step_entropy(&mut self) -> Option<Step> {
+        let i = memchr(0xFF, self.buf.get(self.pos..)?)?;
+        let at = self.pos + i;
+        let &next = self.buf.get(at + 1)?;
+        match next {
+            // Stuffed 0xFF, a restart marker, or fill: still entropy-coded data.
+            0x00 | 0xD0..=0xD7 => self.pos = at + 2,
+            0xFF => self.pos = at + 1,
+            0xD8 => return Some(Step::Broken(at)),
+            _ => {
+                self.pos = at;
+                self.state = State::Segments;
+            }
+        }
+        Some(Step::Continue)
+    }
+
+    /// Removes the first `end` bytes as one frame and starts searching after them.
+    fn take(&mut self, end: usize) -> Vec<u8> {
+        let end = end.min(self.buf.len());
+        let frame: Vec<u8> = self.buf.drain(..end).collect();
+        self.state = State::Searching;
+        self.pos = 0;
+        frame
+    }
+}
+
+enum Step {
+    Continue,
+    Done(usize),
+    Broken(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small structurally complete JPEG: SOI, APP0, SOS with some entropy data, EOI.
+    fn jpeg(tag: u8) -> Vec<u8> {
+        let mut v = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, tag, 0xD9];
+        v.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x03, 0x01]);
+        v.extend_from_slice(&[0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56, tag]);
+        v.extend_from_slice(&[0xFF, 0xD9]);
+        v
+    }
+
+    fn split_all(input: &[u8], chunk: usize) -> Vec<Split> {
+        let mut splitter = JpegSplitter::default();
+        let mut out = Vec::new();
+        for piece in input.chunks(chunk) {
+            splitter.push(piece);
+            while let Some(split) = splitter.next_frame() {
+                out.push(split);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn concatenated_jpegs_split_exactly_whatever_the_read_sizes() {
+        let stream = [jpeg(1), jpeg(2), jpeg(3)].concat();
+        for chunk in [1, 2, 3, 7, 1000] {
+            let frames = split_all(&stream, chunk);
+            assert_eq!(
+                frames,
+                vec![
+                    Split::Frame(jpeg(1)),
+                    Split::Frame(jpeg(2)),
+                    Split::Frame(jpeg(3))
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn multipart_headers_and_garbage_between_frames_are_skipped() {
+        let mut stream = b"--frame\r\nContent-Type: image/jpeg\r\n\r\n".to_vec();
+        stream.extend_from_slice(&jpeg(1));
+        stream.extend_from_slice(b"\r\n--frame\r\n\xff\xfe garbage \xd9\r\n\r\n");
+        stream.extend_from_slice(&jpeg(2));
+        assert_eq!(
+            split_all(&stream, 5),
+            vec![Split::Frame(jpeg(1)), Split::Frame(jpeg(2))]
+        );
+    }
+
+    #[test]
+    fn a_truncated_frame_is_reported_broken_and_the_next_one_still_arrives() {
+        let mut stream = jpeg(1);
+        stream.truncate(15);
+        stream.extend_from_slice(&jpeg(2));
+        let frames = split_all(&stream, 4);
+        assert_eq!(frames.len(), 2);
+        assert!(matches!(frames[0], Split::Broken(_)));
+        assert_eq!(frames[1], Split::Frame(jpeg(2)));
+    }
+}

@@ -1,0 +1,122 @@
+//! A frame stream over any readable file descriptor (stdin, a socket, a child's stdout): waits
+//! with poll so it can return to the supervisor, cuts the bytes into JPEGs, and notices a
+//! source that has gone silent.
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::{now_wall, Captured, POLL};
+use crate::jpeg_split::{JpegSplitter, Split};
+use crate::SourceError;
+
+const READ_CHUNK: usize = 256 << 10;
+
+/// What the end of the bytes means for this source.
+pub type OnEnd = Box<dyn FnMut() -> SourceError + Send>;
+
+pub struct ByteStream<R> {
+    reader: R,
+    splitter: JpegSplitter,
+    chunk: Vec<u8>,
+    last_data: Instant,
+    silent_limit: Option<Duration>,
+    decoder: Option<super::http::ChunkedDecoder>,
+    decoded: Vec<u8>,
+    on_end: OnEnd,
+}
+
+impl<R: Read + AsFd + Send> ByteStream<R> {
+    pub fn new(reader: R, silent_limit: Option<Duration>, on_end: OnEnd) -> ByteStream<R> {
+        ByteStream {
+            reader,
+            splitter: JpegSplitter::default(),
+            chunk: vec![0; READ_CHUNK],
+            last_data: Instant::now(),
+            silent_limit,
+            decoder: None,
+            decoded: Vec::new(),
+            on_end,
+        }
+    }
+
+    /// Bytes already read past the HTTP headers, and whether the body is chunked.
+    pub fn with_body_start(mut self, start: &[u8], chunked: bool) -> ByteStream<R> {
+        if chunked {
+            self.decoder = Some(super::http::ChunkedDecoder::default());
+        }
+        self.feed(start);
+        self
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        match &mut self.decoder {
+            Some(decoder) => {
+                self.decoded.clear();
+                decoder.feed(data, &mut self.decoded);
+                self.splitter.push(&self.decoded);
+            }
+            None => self.splitter.push(data),
+        }
+    }
+
+    pub fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+        loop {
+            if let Some(split) = self.splitter.next_frame() {
+                // A broken frame goes on too: the pipeline drops and counts it as corrupt.
+                let jpeg = match split {
+                    Split::Frame(jpeg) | Split::Broken(jpeg) => jpeg,
+                };
+                return Ok(Some(Captured {
+                    jpeg,
+                    capture: now_wall(),
+                }));
+            }
+            if !self.wait_readable()? {
+                if let Some(limit) = self.silent_limit {
+                    if self.last_data.elapsed() > limit {
+                        return Err(SourceError::Protocol(format!(
+                            "no data for {} s",
+                            limit.as_secs()
+                        )));
+                    }
+                }
+                return Ok(None);
+            }
+            let n = match self.reader.read(&mut self.chunk) {
+                Ok(0) => return Err((self.on_end)()),
+                Ok(n) => n,
+                Err(e) if is_retry(&e) => continue,
+                Err(e) => return Err(SourceError::io("reading the stream")(e)),
+            };
+            self.last_data = Instant::now();
+            let chunk = std::mem::take(&mut self.chunk);
+            self.feed(&chunk[..n]);
+            self.chunk = chunk;
+        }
+    }
+
+    fn wait_readable(&self) -> Result<bool, SourceError> {
+        let fd = self.reader.as_fd();
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(POLL.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+        match poll(&mut fds, timeout) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(SourceError::io(format!(
+                "waiting for data on fd {}",
+                self.reader.as_fd().as_raw_fd()
+            ))(e.into())),
+        }
+    }
+}
+
+fn is_retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
