@@ -57,6 +57,7 @@ fn paced_fast_readers_miss_nothing_and_the_slow_reader_counts_its_gaps() {
         slow_delay: Duration::from_millis(5),
     };
     let results = stress(&run);
+    println!("paced: slow reader {:?}", results.slow);
     for fast in &results.fast {
         assert_eq!(
             fast.frames, FRAMES,

@@ -14,7 +14,7 @@ use ringbuf::FrameMeta;
 /// Environment variable that turns a re-executed test binary into a child of the given role.
 pub const ROLE_ENV: &str = "RINGCAST_TEST_ROLE";
 
-/// Prefix of the lines a child prints for its parent; everything else on stdout is libtest's.
+/// Marks the lines a child prints for its parent; everything else on stdout is libtest's.
 pub const REPORT_PREFIX: &str = "RINGCAST-TEST ";
 
 /// How long a parent waits for anything a child should do before failing the test.
@@ -181,8 +181,13 @@ impl ChildProcess {
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(report) = line.strip_prefix(REPORT_PREFIX) {
-                    if tx.send(report.to_owned()).is_err() {
+                // libtest prints "test child_process ... " without a newline before the test
+                // runs, so the first report shares its line.
+                if let Some(at) = line.find(REPORT_PREFIX) {
+                    if tx
+                        .send(line[at + REPORT_PREFIX.len()..].to_owned())
+                        .is_err()
+                    {
                         return;
                     }
                 }
