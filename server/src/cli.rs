@@ -1,0 +1,132 @@
+//! Command-line flags (each also read from `RINGCAST_<FLAG>`) and the settings a worker runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Kernel send buffer asked for per viewer socket. Linux doubles the value it is given, so this
+/// holds about five 100 KB frames of 720p: enough to keep a fast viewer busy, too little to hide
+/// seconds of video from a slow one.
+pub const DEFAULT_SNDBUF: usize = 256 * 1024;
+
+/// Largest JPEG an ingest camera may send (one ring slot).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 2 << 20;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ringcast-server",
+    version,
+    about = "Serves the cameras' rings to browsers over WebSocket and MJPEG"
+)]
+pub struct Args {
+    /// Address to listen on (shared by all workers through SO_REUSEPORT).
+    #[arg(long, env = "RINGCAST_LISTEN", default_value = "0.0.0.0:7474")]
+    pub listen: SocketAddr,
+
+    /// Worker processes to start on the listening port; 1 runs the server in this process.
+    #[arg(long, env = "RINGCAST_WORKERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub workers: u32,
+
+    /// Directory of the cameras' ring files.
+    #[arg(long, env = "RINGCAST_RING_DIR", default_value = ringbuf::DEFAULT_RING_DIR)]
+    pub ring_dir: PathBuf,
+
+    /// Seconds a viewer's socket may refuse a frame before it is closed (4008 "too slow").
+    #[arg(long, env = "RINGCAST_STALL_TIMEOUT", default_value = "5", value_parser = parse_seconds)]
+    pub stall_timeout: Duration,
+
+    /// SO_SNDBUF asked for on each viewer socket, in bytes (the kernel doubles it).
+    #[arg(long, env = "RINGCAST_SNDBUF", default_value_t = DEFAULT_SNDBUF,
+          value_parser = parse_sndbuf)]
+    pub sndbuf: usize,
+
+    /// Token viewers must present (`?token=T` or `Authorization: Bearer T`); none: open.
+    #[arg(long, env = "RINGCAST_TOKEN")]
+    pub token: Option<String>,
+
+    /// Token remote cameras must present on the ingest routes; none: open.
+    #[arg(long, env = "RINGCAST_INGEST_TOKEN")]
+    pub ingest_token: Option<String>,
+
+    /// Most streaming viewers (WebSocket and MJPEG) per worker; more get 503.
+    #[arg(long, env = "RINGCAST_MAX_CLIENTS", default_value_t = 10_000)]
+    pub max_clients: usize,
+
+    /// Largest frame an ingest camera may send, in bytes (the slot size of rings it creates).
+    #[arg(long, env = "RINGCAST_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
+    pub max_frame_bytes: usize,
+
+    /// Seconds without a writer heartbeat before a camera counts as offline.
+    #[arg(long, env = "RINGCAST_OFFLINE_AFTER", default_value = "3", value_parser = parse_seconds)]
+    pub offline_after: Duration,
+
+    /// This worker's number, for metrics labels (set by the supervisor, or per systemd instance).
+    #[arg(long, env = "RINGCAST_WORKER_INDEX", hide = true)]
+    pub worker_index: Option<u32>,
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!(
+            "{text} s is out of range: use more than 0 and at most 86400"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn parse_sndbuf(text: &str) -> Result<usize, String> {
+    let bytes: usize = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if !(4096..=1 << 30).contains(&bytes) {
+        return Err(format!(
+            "{bytes} bytes is out of range: use 4096 to 1073741824"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The settings of one worker process.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub listen: SocketAddr,
+    pub ring_dir: PathBuf,
+    pub stall_timeout: Duration,
+    pub sndbuf: usize,
+    pub token: Option<String>,
+    pub ingest_token: Option<String>,
+    pub max_clients: usize,
+    pub max_frame_bytes: usize,
+    pub offline_after: Duration,
+    pub worker_label: String,
+    pub ping_interval: Duration,
+}
+
+/// Browsers and proxies drop WebSockets that stay silent for about a minute.
+pub const PING_INTERVAL: Duration = Duration::from_secs(30);
+
+impl WorkerConfig {
+    pub fn from_args(args: &Args) -> WorkerConfig {
+        WorkerConfig {
+            listen: args.listen,
+            ring_dir: args.ring_dir.clone(),
+            stall_timeout: args.stall_timeout,
+            sndbuf: args.sndbuf,
+            token: args.token.clone().filter(|t| !t.is_empty()),
+            ingest_token: args.ingest_token.clone().filter(|t| !t.is_empty()),
+            max_clients: args.max_clients,
+            max_frame_bytes: args.max_frame_bytes,
+            offline_after: args.offline_after,
+            worker_label: args
+                .worker_index
+                .map_or_else(|| std::process::id().to_string(), |i| i.to_string()),
+            ping_interval: PING_INTERVAL,
+        }
+    }
+}

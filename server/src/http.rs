@@ -1,0 +1,242 @@
+//! HTTP/1.1 request heads (parsed with httparse) and the plain responses of the small routes.
+
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+
+/// Largest request head (request line and headers) accepted; larger gets 431.
+pub const MAX_HEAD_BYTES: usize = 8192;
+const MAX_HEADERS: usize = 48;
+const READ_CHUNK: usize = 1024;
+/// A client that has not sent its whole request head by then is dropped.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The parts of a request the routes look at.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Option<String>,
+    pub upgrade: Option<String>,
+    pub connection: Option<String>,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+    pub authorization: Option<String>,
+}
+
+impl Request {
+    /// The value of `name` in the query string, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let query = self.query.as_deref()?;
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.into_owned())
+    }
+
+    /// The token the client presents: `?token=` or `Authorization: Bearer`.
+    pub fn presented_token(&self) -> Option<String> {
+        self.query_param("token").or_else(|| {
+            self.authorization
+                .as_deref()
+                .and_then(|a| a.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_owned())
+        })
+    }
+}
+
+/// Why a request head could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("request head larger than {MAX_HEAD_BYTES} bytes")]
+    TooLarge,
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("connection closed before a complete request")]
+    Closed,
+    #[error("no complete request within {HEAD_TIMEOUT:?}")]
+    Timeout,
+    #[error("reading the request: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads and parses one request head. Returns it with the bytes that followed it (the start of
+/// a WebSocket stream, if the client did not wait for the handshake).
+pub async fn read_head<S: AsyncReadRent>(stream: &mut S) -> Result<(Request, Vec<u8>), HeadError> {
+    match monoio::time::timeout(HEAD_TIMEOUT, read_head_unbounded(stream)).await {
+        Ok(result) => result,
+        Err(_) => Err(HeadError::Timeout),
+    }
+}
+
+async fn read_head_unbounded<S: AsyncReadRent>(
+    stream: &mut S,
+) -> Result<(Request, Vec<u8>), HeadError> {
+    let mut buf = Vec::with_capacity(READ_CHUNK);
+    loop {
+        if let Some((request, head_len)) = parse_head(&buf)? {
+            return Ok((request, buf.split_off(head_len)));
+        }
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Err(HeadError::TooLarge);
+        }
+        buf.reserve(READ_CHUNK.min(MAX_HEAD_BYTES + 1 - buf.len()));
+        let len = buf.len();
+        let (result, slice) = stream.read(buf.slice_mut(len..)).await;
+        buf = slice.into_inner();
+        if result? == 0 {
+            return Err(HeadError::Closed);
+        }
+    }
+}
+
+/// `Ok(None)`: the head is not complete yet.
+pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    let target = parsed.path.unwrap_or("/");
+    let (path, query) = match target.split_once('?') {
+        Some((path, query)) => (path, Some(query.to_owned())),
+        None => (target, None),
+    };
+    if !path.starts_with('/') {
+        return Err(HeadError::Malformed(format!(
+            "request target {target:?} is not a path"
+        )));
+    }
+    let mut request = Request {
+        method: parsed.method.unwrap_or("").to_owned(),
+        path: path.to_owned(),
+        query,
+        ..Request::default()
+    };
+    for header in parsed.headers.iter() {
+        let value = || {
+            std::str::from_utf8(header.value)
+                .map(|v| v.trim().to_owned())
+                .map_err(|_| HeadError::Malformed(format!("header {} is not text", header.name)))
+        };
+        let slot = match header.name.to_ascii_lowercase().as_str() {
+            "upgrade" => &mut request.upgrade,
+            "connection" => &mut request.connection,
+            "sec-websocket-key" => &mut request.ws_key,
+            "sec-websocket-version" => &mut request.ws_version,
+            "authorization" => &mut request.authorization,
+            _ => continue,
+        };
+        *slot = Some(value()?);
+    }
+    Ok(Some((request, head_len)))
+}
+
+/// The statuses this server answers with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    SwitchingProtocols,
+    BadRequest,
+    Unauthorized,
+    NotFound,
+    MethodNotAllowed,
+    Conflict,
+    UpgradeRequired,
+    HeadersTooLarge,
+    InternalError,
+    ServiceUnavailable,
+}
+
+impl Status {
+    pub fn line(self) -> &'static str {
+        match self {
+            Status::Ok => "200 OK",
+            Status::SwitchingProtocols => "101 Switching Protocols",
+            Status::BadRequest => "400 Bad Request",
+            Status::Unauthorized => "401 Unauthorized",
+            Status::NotFound => "404 Not Found",
+            Status::MethodNotAllowed => "405 Method Not Allowed",
+            Status::Conflict => "409 Conflict",
+            Status::UpgradeRequired => "426 Upgrade Required",
+            Status::HeadersTooLarge => "431 Request Header Fields Too Large",
+            Status::InternalError => "500 Internal Server Error",
+            Status::ServiceUnavailable => "503 Service Unavailable",
+        }
+    }
+}
+
+/// A complete response with a body; the connection closes after it.
+pub fn response(status: Status, content_type: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n{extra_headers}\r\n",
+        status.line(),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// An error answer: the status and a one-line reason.
+pub fn error_response(status: Status, reason: &str) -> Vec<u8> {
+    let extra = match status {
+        Status::Unauthorized => "WWW-Authenticate: Bearer\r\n",
+        Status::UpgradeRequired => "Sec-WebSocket-Version: 13\r\n",
+        _ => "",
+    };
+    response(
+        status,
+        "text/plain; charset=utf-8",
+        extra,
+        format!("{reason}\n").as_bytes(),
+    )
+}
+
+/// Writes `bytes` and shuts the sending side, so the client sees the end of the response.
+pub async fn send_and_close<S: AsyncWriteRent>(stream: &mut S, bytes: Vec<u8>) -> io::Result<()> {
+    let (result, _) = stream.write_all(bytes).await;
+    result?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_complete_head_is_parsed_with_path_query_and_upgrade_headers() {
+        let raw = b"GET /ws/cam1?token=a%20b HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: abc\r\nSec-WebSocket-Version: 13\r\n\r\nrest";
+        let (req, len) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/ws/cam1");
+        assert_eq!(req.presented_token().as_deref(), Some("a b"));
+        assert_eq!(req.upgrade.as_deref(), Some("websocket"));
+        assert_eq!(req.ws_key.as_deref(), Some("abc"));
+        assert_eq!(&raw[len..], b"rest");
+    }
+
+    #[test]
+    fn a_partial_head_asks_for_more_and_garbage_is_malformed() {
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost").unwrap().is_none());
+        assert!(matches!(
+            parse_head(b"G\x01T / HTTP/1.1\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_head(b"GET nopath HTTP/1.1\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_bearer_header_is_a_token_too() {
+        let raw = b"GET / HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n";
+        let (req, _) = parse_head(raw).unwrap().unwrap();
+        assert_eq!(req.presented_token().as_deref(), Some("s3cret"));
+    }
+}

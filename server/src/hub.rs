@@ -1,0 +1,493 @@
+//! Cameras of one worker: one ring reader per camera copies each new frame out once into a shared
+//! [`Frame`] (with the WebSocket and multipart headers prebuilt) and wakes the camera's viewers.
+//! Each viewer then takes the newest frame it has not sent; nothing is queued per viewer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use monoio::io::AsyncReadRent;
+use ringbuf::demand::{DemandCell, DemandFile};
+use ringbuf::{
+    scan_ring_dir, CameraId, Clock, FrameNo, MonoNanos, RingReader, SystemClock, WallNanos,
+    WriterStatus,
+};
+
+use crate::websocket::{binary_header, WsHeader};
+
+/// How often a ring reader wakes without a frame, to notice an offline or replaced ring.
+const RING_TICK: Duration = Duration::from_millis(500);
+/// How often the ring directory is rescanned for new cameras.
+pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// Multipart boundary of `/stream/{cam}.mjpg`.
+pub const MJPEG_BOUNDARY: &str = "ringcast-frame";
+
+/// One frame as every viewer of this process sends it.
+pub struct Frame {
+    /// Counts frames this process published for the camera (survives ring replacement).
+    pub seq: u64,
+    pub frame_no: FrameNo,
+    pub capture: WallNanos,
+    pub jpeg: Vec<u8>,
+    pub ws_header: WsHeader,
+    /// `\r\n--boundary\r\n` and the part headers; the CRLF closes the previous part.
+    pub part_header: Vec<u8>,
+}
+
+impl Frame {
+    fn new(seq: u64, frame_no: FrameNo, capture: WallNanos, jpeg: Vec<u8>) -> Frame {
+        let part_header = format!(
+            "\r\n--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            jpeg.len()
+        )
+        .into_bytes();
+        Frame {
+            seq,
+            frame_no,
+            capture,
+            ws_header: binary_header(jpeg.len()),
+            part_header,
+            jpeg,
+        }
+    }
+}
+
+/// What `/api/cameras` calls a camera's state; `Removed` cameras are no longer listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameraState {
+    Online,
+    Idle,
+    Offline,
+    Removed,
+}
+
+impl CameraState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Online => "online",
+            CameraState::Idle => "idle",
+            CameraState::Offline | CameraState::Removed => "offline",
+        }
+    }
+
+    fn from_writer(status: WriterStatus) -> CameraState {
+        match status {
+            WriterStatus::Online => CameraState::Online,
+            WriterStatus::Idle => CameraState::Idle,
+            WriterStatus::Offline(_) => CameraState::Offline,
+        }
+    }
+}
+
+/// Per camera and worker counters, for `/metrics`.
+#[derive(Default)]
+pub struct CameraCounters {
+    pub frames_in: Cell<u64>,
+    pub frames_sent: Cell<u64>,
+    pub bytes_sent: Cell<u64>,
+    /// Frames a viewer passed over because a newer one was there when it was ready.
+    pub viewer_skips: Cell<u64>,
+    pub stalls: Cell<u64>,
+    pub ring_skipped: Cell<u64>,
+    pub ring_torn: Cell<u64>,
+    pub viewers_total: Cell<u64>,
+}
+
+pub fn bump(counter: &Cell<u64>, by: u64) {
+    counter.set(counter.get().wrapping_add(by));
+}
+
+/// A camera as one worker sees it.
+pub struct Camera {
+    pub id: CameraId,
+    latest: RefCell<Option<Rc<Frame>>>,
+    waiters: RefCell<Vec<Waker>>,
+    viewers: Cell<u32>,
+    state: Cell<CameraState>,
+    pub width: Cell<u32>,
+    pub height: Cell<u32>,
+    pub fps: Cell<f64>,
+    pub published_at: Cell<MonoNanos>,
+    following: Cell<bool>,
+    demand: RefCell<Option<(Arc<DemandFile>, DemandCell)>>,
+    pub counters: CameraCounters,
+}
+
+/// A viewer's place in a camera's stream: the last frame it took, and whether its waker is
+/// already in the camera's list for the next frame.
+#[derive(Default)]
+pub struct Follower {
+    seen: Cell<u64>,
+    registered_for: Cell<u64>,
+}
+
+impl Camera {
+    fn new(id: CameraId) -> Camera {
+        Camera {
+            id,
+            latest: RefCell::new(None),
+            waiters: RefCell::new(Vec::new()),
+            viewers: Cell::new(0),
+            state: Cell::new(CameraState::Offline),
+            width: Cell::new(0),
+            height: Cell::new(0),
+            fps: Cell::new(0.0),
+            published_at: Cell::new(MonoNanos(0)),
+            following: Cell::new(false),
+            demand: RefCell::new(None),
+            counters: CameraCounters::default(),
+        }
+    }
+
+    pub fn state(&self) -> CameraState {
+        self.state.get()
+    }
+
+    pub fn viewers(&self) -> u32 {
+        self.viewers.get()
+    }
+
+    pub fn latest(&self) -> Option<Rc<Frame>> {
+        self.latest.borrow().clone()
+    }
+
+    fn next_seq(&self) -> u64 {
+        self.latest.borrow().as_ref().map_or(1, |f| f.seq + 1)
+    }
+
+    /// Makes `frame` the newest and wakes every viewer waiting for one.
+    fn publish(&self, frame: Frame) {
+        bump(&self.counters.frames_in, 1);
+        *self.latest.borrow_mut() = Some(Rc::new(frame));
+        // Drain keeps the vector's capacity, so publishing allocates nothing per viewer.
+        let mut waiters = self.waiters.borrow_mut();
+        for waker in waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// The newest frame if `follower` has not taken it yet; else registers the task for the next.
+    pub fn poll_frame(&self, follower: &Follower, cx: &mut Context<'_>) -> Poll<Rc<Frame>> {
+        if let Some(frame) = self.latest.borrow().as_ref() {
+            if frame.seq != follower.seen.get() {
+                let seen = follower.seen.get();
+                if seen != 0 && frame.seq > seen + 1 {
+                    bump(&self.counters.viewer_skips, frame.seq - seen - 1);
+                }
+                follower.seen.set(frame.seq);
+                return Poll::Ready(Rc::clone(frame));
+            }
+        }
+        let next = follower.seen.get() + 1;
+        if follower.registered_for.get() != next {
+            follower.registered_for.set(next);
+            self.waiters.borrow_mut().push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Counts a viewer in (or out) and tells the demand file at once.
+    pub fn add_viewer(&self) {
+        self.viewers.set(self.viewers.get() + 1);
+        bump(&self.counters.viewers_total, 1);
+        self.report_demand();
+    }
+
+    pub fn remove_viewer(&self) {
+        self.viewers.set(self.viewers.get().saturating_sub(1));
+        self.report_demand();
+    }
+
+    fn report_demand(&self) {
+        if let Some((_, cell)) = self.demand.borrow().as_ref() {
+            cell.set_viewers(self.viewers.get());
+        }
+    }
+
+    fn heartbeat_demand(&self) {
+        if let Some((_, cell)) = self.demand.borrow().as_ref() {
+            cell.heartbeat();
+        }
+    }
+
+    /// Viewers of this camera across every worker, from the demand file.
+    pub fn all_workers_viewers(&self) -> Option<u64> {
+        let demand = self.demand.borrow();
+        let (file, _) = demand.as_ref()?;
+        Some(file.viewers(ringbuf::demand::DEFAULT_CELL_EXPIRY))
+    }
+
+    /// Seconds since the ring's last publish, if it ever published.
+    pub fn frame_age(&self, now: MonoNanos) -> Option<Duration> {
+        let at = self.published_at.get();
+        (at.0 != 0).then(|| now.since(at))
+    }
+}
+
+/// All cameras of one worker.
+pub struct Hub {
+    ring_dir: std::path::PathBuf,
+    offline_after: Duration,
+    cameras: RefCell<BTreeMap<CameraId, Rc<Camera>>>,
+}
+
+impl Hub {
+    pub fn new(ring_dir: &Path, offline_after: Duration) -> Rc<Hub> {
+        Rc::new(Hub {
+            ring_dir: ring_dir.to_owned(),
+            offline_after,
+            cameras: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn ring_dir(&self) -> &Path {
+        &self.ring_dir
+    }
+
+    /// A listed camera (one whose ring exists).
+    pub fn camera(&self, id: &str) -> Option<Rc<Camera>> {
+        let id = CameraId::new(id).ok()?;
+        self.cameras
+            .borrow()
+            .get(&id)
+            .filter(|c| c.state() != CameraState::Removed)
+            .cloned()
+    }
+
+    /// Every listed camera, by name.
+    pub fn cameras(&self) -> Vec<Rc<Camera>> {
+        self.cameras
+            .borrow()
+            .values()
+            .filter(|c| c.state() != CameraState::Removed)
+            .cloned()
+            .collect()
+    }
+
+    /// Every camera this worker tracks, listed or not (for metrics of viewers still attached).
+    pub fn all_cameras(&self) -> Vec<Rc<Camera>> {
+        self.cameras.borrow().values().cloned().collect()
+    }
+
+    /// Opens readers for rings that appeared and forgets removed cameras nobody watches.
+    pub fn rescan(self: &Rc<Self>) {
+        let found = match scan_ring_dir(&self.ring_dir) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("scanning the ring directory: {e}");
+                return;
+            }
+        };
+        for (id, path) in found {
+            let camera = Rc::clone(
+                self.cameras
+                    .borrow_mut()
+                    .entry(id.clone())
+                    .or_insert_with(|| Rc::new(Camera::new(id))),
+            );
+            if !camera.following.get() {
+                self.start_following(&camera, &path);
+            }
+        }
+        self.cameras
+            .borrow_mut()
+            .retain(|_, c| c.state() != CameraState::Removed || c.viewers() > 0);
+    }
+
+    /// Makes a camera known before its ring scan (an ingest camera that just created its ring).
+    pub fn discover(self: &Rc<Self>, id: &CameraId) {
+        let path = ringbuf::ring_path(&self.ring_dir, id);
+        let camera = Rc::clone(
+            self.cameras
+                .borrow_mut()
+                .entry(id.clone())
+                .or_insert_with(|| Rc::new(Camera::new(id.clone()))),
+        );
+        if !camera.following.get() {
+            self.start_following(&camera, &path);
+        }
+    }
+
+    fn start_following(self: &Rc<Self>, camera: &Rc<Camera>, path: &Path) {
+        let reader = match RingReader::open(path) {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::debug!(camera = %camera.id, "ring not readable yet: {e}");
+                return;
+            }
+        };
+        let signal = match reader
+            .signal(RING_TICK)
+            .and_then(|s| monoio::net::UnixStream::from_std(s).map_err(|e| io_error(path, e)))
+        {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!(camera = %camera.id, "cannot follow the ring: {e}");
+                return;
+            }
+        };
+        if camera.demand.borrow().is_none() {
+            *camera.demand.borrow_mut() = claim_demand(&self.ring_dir, &camera.id);
+            camera.report_demand();
+        }
+        camera.following.set(true);
+        if camera.state() == CameraState::Removed {
+            camera.state.set(CameraState::Offline);
+        }
+        tracing::info!(camera = %camera.id, "following {}", path.display());
+        monoio::spawn(follow(
+            Rc::clone(camera),
+            reader,
+            signal,
+            self.offline_after,
+        ));
+    }
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> ringbuf::Error {
+    ringbuf::Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn claim_demand(dir: &Path, id: &CameraId) -> Option<(Arc<DemandFile>, DemandCell)> {
+    let claimed = DemandFile::open(dir, id)
+        .and_then(|file: Arc<DemandFile>| file.claim_cell().map(|cell| (file, cell)));
+    match claimed {
+        Ok(claimed) => Some(claimed),
+        Err(e) => {
+            tracing::warn!(camera = %id, "no demand cell, on-demand cameras will not see this worker's viewers: {e}");
+            None
+        }
+    }
+}
+
+/// The ring reader task of one camera: copies each new frame out once and publishes it.
+async fn follow(
+    camera: Rc<Camera>,
+    mut reader: RingReader,
+    mut signal: monoio::net::UnixStream,
+    offline_after: Duration,
+) {
+    let mut wake_buf = vec![0u8; 64];
+    let mut spare = Vec::new();
+    let mut housekeeping = HouseKeeping::new(&reader);
+    loop {
+        drain_ring(&camera, &mut reader, &mut spare);
+        if housekeeping.due() {
+            if reader.is_replaced() {
+                match reopen(&camera, &reader) {
+                    Some((new_reader, new_signal)) => {
+                        reader = new_reader;
+                        signal = new_signal;
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            housekeeping.run(&camera, &reader, offline_after);
+        }
+        let (result, buf) = signal.read(wake_buf).await;
+        wake_buf = buf;
+        if !matches!(result, Ok(n) if n > 0) {
+            tracing::warn!(camera = %camera.id, "ring signal ended: {result:?}");
+            break;
+        }
+    }
+    camera.following.set(false);
+    camera.state.set(CameraState::Removed);
+    *camera.demand.borrow_mut() = None;
+    tracing::info!(camera = %camera.id, "ring removed");
+}
+
+fn reopen(camera: &Camera, old: &RingReader) -> Option<(RingReader, monoio::net::UnixStream)> {
+    let reader = RingReader::open(old.path()).ok()?;
+    let signal = reader.signal(RING_TICK).ok()?;
+    let signal = monoio::net::UnixStream::from_std(signal).ok()?;
+    tracing::info!(camera = %camera.id, "ring replaced, following the new file");
+    Some((reader, signal))
+}
+
+/// Copies out what the ring has, newest only: a reader of this process that fell behind skips.
+/// `spare` is the buffer the next frame is copied into; it becomes that frame's own storage.
+fn drain_ring(camera: &Camera, reader: &mut RingReader, spare: &mut Vec<u8>) {
+    let before = reader.stats();
+    if reader.head().0 > camera.latest().map_or(0, |f| f.frame_no.0) + 1 {
+        reader.skip_to_newest();
+    }
+    loop {
+        match reader.try_next(spare) {
+            Ok(Some(meta)) => {
+                let room = spare.len() + spare.len() / 4;
+                let jpeg = std::mem::replace(spare, Vec::with_capacity(room));
+                let frame = Frame::new(camera.next_seq(), meta.frame_no, meta.capture, jpeg);
+                camera.publish(frame);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(camera = %camera.id, "{e}");
+                break;
+            }
+        }
+    }
+    let after = reader.stats();
+    bump(
+        &camera.counters.ring_skipped,
+        after.skipped.saturating_sub(before.skipped),
+    );
+    bump(
+        &camera.counters.ring_torn,
+        after.torn.saturating_sub(before.torn),
+    );
+}
+
+/// Once a second: writer state, measured fps, picture size, demand heartbeat.
+struct HouseKeeping {
+    last: MonoNanos,
+    last_published: u64,
+}
+
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
+
+impl HouseKeeping {
+    fn new(reader: &RingReader) -> HouseKeeping {
+        HouseKeeping {
+            last: MonoNanos(0),
+            last_published: reader.info().frames_published,
+        }
+    }
+
+    fn due(&self) -> bool {
+        SystemClock.mono().since(self.last) >= HOUSEKEEPING_EVERY
+    }
+
+    fn run(&mut self, camera: &Camera, reader: &RingReader, offline_after: Duration) {
+        let now = SystemClock.mono();
+        let info = reader.info();
+        let state = CameraState::from_writer(reader.writer_status_at(now, offline_after));
+        if state != camera.state() {
+            tracing::info!(camera = %camera.id, "camera is {}", state.as_str());
+            camera.state.set(state);
+        }
+        let elapsed = now.since(self.last).as_secs_f64();
+        let published = info.frames_published.saturating_sub(self.last_published);
+        if self.last.0 != 0 && elapsed > 0.0 {
+            camera.fps.set(if state == CameraState::Online {
+                published as f64 / elapsed
+            } else {
+                0.0
+            });
+        }
+        self.last = now;
+        self.last_published = info.frames_published;
+        camera.width.set(info.format.width);
+        camera.height.set(info.format.height);
+        camera.published_at.set(info.published_at);
+        camera.heartbeat_demand();
+    }
+}

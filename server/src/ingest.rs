@@ -1,0 +1,274 @@
+//! `/ingest/{cam}` and the older `/video_remote_source/{cam}`: a remote camera sends JPEG frames
+//! as binary WebSocket messages; the worker that accepted it becomes the ring's writer. The
+//! camera is told `1` (send) or `0` (stop) the moment demand for it changes across all workers.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use ringbuf::demand::{DemandFile, DEFAULT_CELL_EXPIRY};
+use ringbuf::frame::{check_jpeg, insert_timing, read_timing, FrameTiming};
+use ringbuf::{CameraId, Clock, RingGeometry, RingWriter, SystemClock, VideoFormat};
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+
+use crate::http::{self, error_response, Request, Status};
+use crate::hub::bump;
+use crate::websocket::{self, close, Incoming, WsReader};
+use crate::worker::Worker;
+
+/// Ring slots of a ring created for an ingest camera.
+const INGEST_SLOTS: u32 = 8;
+/// How often demand is looked at (and the ring's heartbeat written) while the camera is quiet.
+const DEMAND_POLL: Duration = Duration::from_millis(100);
+/// The older server repeated the demand state every 2 s; cameras written for it may rely on that.
+const DEMAND_REPEAT: Duration = Duration::from_secs(2);
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Shared between the ingest connection's reading task and its sending task.
+#[derive(Default)]
+struct IngestControl {
+    waker: RefCell<Option<Waker>>,
+    pong_due: RefCell<Option<Vec<u8>>>,
+    /// Set when reading ends: the close to send, if any (`Some(None)`: just stop).
+    finished: RefCell<Option<Option<(u16, String)>>>,
+    sender_done: Cell<bool>,
+}
+
+impl IngestControl {
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+pub async fn serve(
+    worker: Rc<Worker>,
+    mut stream: TcpStream,
+    request: Request,
+    already: Vec<u8>,
+    camera: CameraId,
+) {
+    let accept = match websocket::accept_key(&request) {
+        Ok(accept) => accept,
+        Err(e) => {
+            let _ =
+                http::send_and_close(&mut stream, error_response(e.status(), &e.to_string())).await;
+            return;
+        }
+    };
+    let geometry = RingGeometry {
+        slot_count: INGEST_SLOTS,
+        slot_size: worker.config.max_frame_bytes,
+    };
+    let writer = match RingWriter::create(&worker.config.ring_dir, &camera, geometry) {
+        Ok(writer) => writer,
+        Err(e @ ringbuf::Error::WriterBusy { .. }) => {
+            let _ = http::send_and_close(
+                &mut stream,
+                error_response(Status::Conflict, &e.to_string()),
+            )
+            .await;
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(camera = %camera, "ingest: {e}");
+            let _ = http::send_and_close(
+                &mut stream,
+                error_response(Status::InternalError, &e.to_string()),
+            )
+            .await;
+            return;
+        }
+    };
+    let demand = match DemandFile::open(&worker.config.ring_dir, &camera) {
+        Ok(demand) => demand,
+        Err(e) => {
+            let _ = http::send_and_close(
+                &mut stream,
+                error_response(Status::InternalError, &e.to_string()),
+            )
+            .await;
+            return;
+        }
+    };
+    let (sent, _) = stream
+        .write_all(websocket::handshake_response(&accept))
+        .await;
+    if sent.is_err() {
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    tracing::info!(camera = %camera, "ingest camera connected");
+    worker.hub.discover(&camera);
+    let writer = Rc::new(RefCell::new(writer));
+    let control = Rc::new(IngestControl::default());
+    let (read_half, write_half) = stream.into_split();
+    monoio::spawn(send_demand(
+        write_half,
+        Rc::clone(&control),
+        Rc::clone(&writer),
+        demand,
+    ));
+    let mut reader = WsReader::new(read_half, already, worker.config.max_frame_bytes);
+    let ending = receive_frames(&worker, &mut reader, &writer, &control).await;
+    *control.finished.borrow_mut() = Some(ending);
+    control.wake();
+    let _ = monoio::time::timeout(
+        CLOSE_GRACE * 2,
+        poll_fn(|cx| {
+            if control.sender_done.get() {
+                Poll::Ready(())
+            } else {
+                *control.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }),
+    )
+    .await;
+    tracing::info!(camera = %camera, "ingest camera disconnected");
+}
+
+/// Publishes frames until the camera leaves or sends something refused; returns the close to
+/// send it.
+async fn receive_frames<R: monoio::io::AsyncReadRent>(
+    worker: &Worker,
+    reader: &mut WsReader<R>,
+    writer: &RefCell<RingWriter>,
+    control: &IngestControl,
+) -> Option<(u16, String)> {
+    let mut with_timing = Vec::new();
+    loop {
+        let message = match reader.next().await {
+            Ok(message) => message,
+            Err(e) => {
+                if e.close_reason().is_some() {
+                    bump(&worker.counters.ingest_refused, 1);
+                }
+                return e.close_reason();
+            }
+        };
+        match message {
+            Incoming::Binary(jpeg) => {
+                if let Err(refusal) = publish(writer, &jpeg, &mut with_timing) {
+                    bump(&worker.counters.ingest_refused, 1);
+                    return Some(refusal);
+                }
+                bump(&worker.counters.ingest_frames, 1);
+            }
+            Incoming::Text(_) | Incoming::Pong => {}
+            Incoming::Ping(payload) => {
+                *control.pong_due.borrow_mut() = Some(payload);
+                control.wake();
+            }
+            Incoming::Close(code) => {
+                return Some((
+                    code.filter(|&c| c < 5000 && c != 1005)
+                        .unwrap_or(close::NORMAL),
+                    String::new(),
+                ))
+            }
+        }
+    }
+}
+
+/// Checks one frame, adds the timing segment and publishes it.
+fn publish(
+    writer: &RefCell<RingWriter>,
+    jpeg: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), (u16, String)> {
+    check_jpeg(jpeg).map_err(|e| (close::UNSUPPORTED_DATA, format!("not a JPEG: {e}")))?;
+    let mut writer = writer.borrow_mut();
+    // A frame that already carries ringcast timing (a `ringcast-capture --push`) keeps its
+    // capture time, so latency is measured from the camera, not from this hop.
+    let capture = read_timing(jpeg).map_or_else(|| SystemClock.wall(), |t| t.capture);
+    let timing = FrameTiming {
+        frame_no: writer.next_frame_no(),
+        capture,
+    };
+    insert_timing(jpeg, timing, out)
+        .map_err(|e| (close::UNSUPPORTED_DATA, format!("not a JPEG: {e}")))?;
+    if let Ok(size) = imagesize::blob_size(jpeg) {
+        writer.set_video_format(VideoFormat {
+            width: size.width as u32,
+            height: size.height as u32,
+            fps_milli: 0,
+        });
+    }
+    writer
+        .publish(out, capture)
+        .map(|_| ())
+        .map_err(|e| (close::TOO_BIG, e.to_string()))
+}
+
+/// Sends `1`/`0` whenever demand changes (and repeats it every 2 s), answers pings, keeps the
+/// ring's heartbeat, and sends the final close.
+async fn send_demand<W: AsyncWriteRent>(
+    mut out: W,
+    control: Rc<IngestControl>,
+    writer: Rc<RefCell<RingWriter>>,
+    demand: Arc<DemandFile>,
+) {
+    let mut told: Option<bool> = None;
+    let mut told_at = monoio::time::Instant::now();
+    loop {
+        let finished = control.finished.borrow_mut().take();
+        if let Some(ending) = finished {
+            if let Some((code, reason)) = ending {
+                let frame = websocket::close_frame(code, &reason);
+                let _ = monoio::time::timeout(CLOSE_GRACE, out.write_all(frame)).await;
+            }
+            let _ = monoio::time::timeout(CLOSE_GRACE, out.shutdown()).await;
+            break;
+        }
+        let pong = control.pong_due.borrow_mut().take();
+        if let Some(payload) = pong {
+            if out
+                .write_all(websocket::pong_frame(&payload))
+                .await
+                .0
+                .is_err()
+            {
+                break;
+            }
+        }
+        let watched = demand.viewers(DEFAULT_CELL_EXPIRY) > 0;
+        if told != Some(watched) || told_at.elapsed() >= DEMAND_REPEAT {
+            if told != Some(watched) {
+                writer.borrow().set_idle(!watched);
+                tracing::info!(
+                    "ingest camera told {}",
+                    if watched { "1 (send)" } else { "0 (stop)" }
+                );
+            }
+            let payload: &[u8] = if watched { b"1" } else { b"0" };
+            let message = websocket::small_frame(OpCode::Data(Data::Binary), payload);
+            if out.write_all(message).await.0.is_err() {
+                break;
+            }
+            told = Some(watched);
+            told_at = monoio::time::Instant::now();
+        }
+        writer.borrow().heartbeat();
+        let _ = monoio::time::timeout(
+            DEMAND_POLL,
+            poll_fn(|cx| {
+                if control.finished.borrow().is_some() || control.pong_due.borrow().is_some() {
+                    Poll::Ready(())
+                } else {
+                    *control.waker.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }),
+        )
+        .await;
+    }
+    control.sender_done.set(true);
+    control.wake();
+}

@@ -1,0 +1,326 @@
+//! One connection: read the request head, pick the route, answer or hand over to a stream.
+
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+
+use monoio::io::AsyncWriteRentExt;
+use monoio::net::TcpStream;
+use ringbuf::CameraId;
+
+use crate::http::{self, error_response, response, HeadError, Request, Status};
+use crate::hub::{bump, MJPEG_BOUNDARY};
+use crate::viewer::{self, Protocol, StreamSettings};
+use crate::worker::Worker;
+use crate::{ingest, metrics, page, websocket};
+
+/// What a request path names.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Index,
+    Cameras,
+    CamerasList,
+    Healthz,
+    Metrics,
+    WebSocket(&'a str),
+    Mjpeg(&'a str),
+    Snapshot(&'a str),
+    Ingest(&'a str),
+    NotFound,
+}
+
+pub fn route(path: &str) -> Route<'_> {
+    let with_prefix = |prefix: &str, suffix: &str| {
+        path.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(suffix))
+            .filter(|cam| !cam.is_empty() && !cam.contains('/'))
+    };
+    match path {
+        "/" | "/index.html" => return Route::Index,
+        "/api/cameras" => return Route::Cameras,
+        "/cameras_list" => return Route::CamerasList,
+        "/healthz" => return Route::Healthz,
+        "/metrics" => return Route::Metrics,
+        _ => {}
+    }
+    if let Some(cam) =
+        with_prefix("/ws/", "").or_else(|| with_prefix("/websocket_handler_site/", ""))
+    {
+        return Route::WebSocket(cam);
+    }
+    if let Some(cam) = with_prefix("/stream/", ".mjpg") {
+        return Route::Mjpeg(cam);
+    }
+    if let Some(cam) = with_prefix("/snapshot/", ".jpg") {
+        return Route::Snapshot(cam);
+    }
+    if let Some(cam) =
+        with_prefix("/ingest/", "").or_else(|| with_prefix("/video_remote_source/", ""))
+    {
+        return Route::Ingest(cam);
+    }
+    Route::NotFound
+}
+
+pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream) {
+    let (request, already) = match http::read_head(&mut stream).await {
+        Ok(parsed) => parsed,
+        Err(HeadError::TooLarge) => {
+            return refuse(
+                &worker,
+                stream,
+                Status::HeadersTooLarge,
+                "request head too large",
+            )
+            .await
+        }
+        Err(HeadError::Malformed(why)) => {
+            return refuse(
+                &worker,
+                stream,
+                Status::BadRequest,
+                &format!("malformed request: {why}"),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::debug!("{e}");
+            return;
+        }
+    };
+    dispatch(worker, stream, request, already).await;
+}
+
+async fn refuse(worker: &Worker, mut stream: TcpStream, status: Status, reason: &str) {
+    bump(&worker.counters.bad_requests, 1);
+    let _ = http::send_and_close(&mut stream, error_response(status, reason)).await;
+}
+
+async fn reply(mut stream: TcpStream, content_type: &str, body: &[u8]) {
+    let _ = http::send_and_close(&mut stream, response(Status::Ok, content_type, "", body)).await;
+}
+
+/// Compares tokens in time independent of where they differ.
+fn token_matches(expected: &str, presented: Option<&str>) -> bool {
+    let Some(presented) = presented else {
+        return false;
+    };
+    let (a, b) = (expected.as_bytes(), presented.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authorized(expected: Option<&str>, request: &Request) -> bool {
+    expected.is_none()
+        || expected.is_some_and(|token| token_matches(token, request.presented_token().as_deref()))
+}
+
+async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, already: Vec<u8>) {
+    let path = request.path.clone();
+    let route = route(&path);
+    if route == Route::NotFound {
+        return refuse(
+            &worker,
+            stream,
+            Status::NotFound,
+            &format!("no route {}", request.path),
+        )
+        .await;
+    }
+    if request.method != "GET" && request.method != "HEAD" {
+        return refuse(
+            &worker,
+            stream,
+            Status::MethodNotAllowed,
+            "only GET is served",
+        )
+        .await;
+    }
+    let needed = match route {
+        Route::Healthz => None,
+        Route::Ingest(_) => worker.config.ingest_token.as_deref(),
+        _ => worker.config.token.as_deref(),
+    };
+    if !authorized(needed, &request) {
+        return refuse(
+            &worker,
+            stream,
+            Status::Unauthorized,
+            "missing or wrong token",
+        )
+        .await;
+    }
+    match route {
+        Route::Healthz => reply(stream, "text/plain", b"ok\n").await,
+        Route::Index => {
+            let body = page::index(&worker.hub.cameras(), worker.config.token.as_deref());
+            reply(stream, "text/html; charset=utf-8", body.as_bytes()).await
+        }
+        Route::Cameras => {
+            let body = metrics::cameras_json(&worker.hub.cameras());
+            reply(stream, "application/json", body.as_bytes()).await
+        }
+        Route::CamerasList => {
+            let body = metrics::cameras_list_json(&worker.hub.cameras());
+            reply(stream, "application/json", body.as_bytes()).await
+        }
+        Route::Metrics => {
+            let body = metrics::prometheus(&worker);
+            reply(stream, "text/plain; version=0.0.4", body.as_bytes()).await
+        }
+        Route::Snapshot(cam) => snapshot(worker, stream, cam).await,
+        Route::WebSocket(cam) => websocket_viewer(worker, stream, request, already, cam).await,
+        Route::Mjpeg(cam) => mjpeg_viewer(worker, stream, already, cam).await,
+        Route::Ingest(cam) => match CameraId::new(cam) {
+            Ok(id) => ingest::serve(worker, stream, request, already, id).await,
+            Err(e) => refuse(&worker, stream, Status::BadRequest, &e.to_string()).await,
+        },
+        Route::NotFound => {}
+    }
+}
+
+async fn unknown_camera(worker: &Worker, stream: TcpStream, cam: &str) {
+    refuse(
+        worker,
+        stream,
+        Status::NotFound,
+        &format!("no camera {cam:?}"),
+    )
+    .await
+}
+
+async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
+    let Some(camera) = worker.hub.camera(cam) else {
+        return unknown_camera(&worker, stream, cam).await;
+    };
+    match camera.latest() {
+        Some(frame) => reply(stream, "image/jpeg", &frame.jpeg).await,
+        None => {
+            refuse(
+                &worker,
+                stream,
+                Status::ServiceUnavailable,
+                "the camera has sent no frame yet",
+            )
+            .await
+        }
+    }
+}
+
+/// Caps the kernel's send buffer (so backlog cannot hide seconds of video) and turns off Nagle
+/// (a frame is written whole; its tail should not wait for an ACK).
+fn tune_viewer_socket(worker: &Worker, stream: &TcpStream) {
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let socket = socket2::SockRef::from(&fd);
+    if let Err(e) = socket.set_send_buffer_size(worker.config.sndbuf) {
+        tracing::warn!("SO_SNDBUF: {e}");
+    }
+    let _ = stream.set_nodelay(true);
+}
+
+fn settings(worker: &Worker, protocol: Protocol) -> StreamSettings {
+    StreamSettings {
+        protocol,
+        stall_timeout: worker.config.stall_timeout,
+        ping_interval: worker.config.ping_interval,
+    }
+}
+
+async fn websocket_viewer(
+    worker: Rc<Worker>,
+    mut stream: TcpStream,
+    request: Request,
+    already: Vec<u8>,
+    cam: &str,
+) {
+    let Some(camera) = worker.hub.camera(cam) else {
+        return unknown_camera(&worker, stream, cam).await;
+    };
+    let accept = match websocket::accept_key(&request) {
+        Ok(accept) => accept,
+        Err(e) => return refuse(&worker, stream, e.status(), &e.to_string()).await,
+    };
+    let Some(_guard) = worker.admit() else {
+        return refuse(
+            &worker,
+            stream,
+            Status::ServiceUnavailable,
+            "too many viewers",
+        )
+        .await;
+    };
+    tune_viewer_socket(&worker, &stream);
+    let (sent, _) = stream
+        .write_all(websocket::handshake_response(&accept))
+        .await;
+    if sent.is_err() {
+        return;
+    }
+    viewer::stream_to_viewer(
+        stream,
+        already,
+        camera,
+        settings(&worker, Protocol::WebSocket),
+    )
+    .await;
+}
+
+async fn mjpeg_viewer(worker: Rc<Worker>, mut stream: TcpStream, already: Vec<u8>, cam: &str) {
+    let Some(camera) = worker.hub.camera(cam) else {
+        return unknown_camera(&worker, stream, cam).await;
+    };
+    let Some(_guard) = worker.admit() else {
+        return refuse(
+            &worker,
+            stream,
+            Status::ServiceUnavailable,
+            "too many viewers",
+        )
+        .await;
+    };
+    tune_viewer_socket(&worker, &stream);
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}\r\nCache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
+    );
+    let (sent, _) = stream.write_all(head.into_bytes()).await;
+    if sent.is_err() {
+        return;
+    }
+    drop(already);
+    viewer::stream_to_viewer(
+        stream,
+        Vec::new(),
+        camera,
+        settings(&worker, Protocol::Mjpeg),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_name_their_camera() {
+        assert_eq!(route("/ws/cam1"), Route::WebSocket("cam1"));
+        assert_eq!(
+            route("/websocket_handler_site/cam1"),
+            Route::WebSocket("cam1")
+        );
+        assert_eq!(route("/stream/cam1.mjpg"), Route::Mjpeg("cam1"));
+        assert_eq!(route("/snapshot/cam1.jpg"), Route::Snapshot("cam1"));
+        assert_eq!(route("/ingest/cam9"), Route::Ingest("cam9"));
+        assert_eq!(route("/video_remote_source/cam9"), Route::Ingest("cam9"));
+        assert_eq!(route("/ws/"), Route::NotFound);
+        assert_eq!(route("/ws/a/b"), Route::NotFound);
+        assert_eq!(route("/stream/cam1"), Route::NotFound);
+        assert_eq!(route("/nothing"), Route::NotFound);
+    }
+
+    #[test]
+    fn tokens_must_match_exactly() {
+        assert!(token_matches("abc", Some("abc")));
+        assert!(!token_matches("abc", Some("abd")));
+        assert!(!token_matches("abc", Some("ab")));
+        assert!(!token_matches("abc", None));
+    }
+}

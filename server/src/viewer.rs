@@ -1,0 +1,437 @@
+//! Streaming a camera to one viewer, over WebSocket or MJPEG. The sending task takes the newest
+//! frame it has not sent from the camera ([`Camera::poll_frame`]) and writes the shared buffer
+//! with one vectored write (prebuilt header + JPEG); it holds at most that one frame. A second
+//! task reads what the viewer sends (pongs, pings, close) and tells the sender through
+//! [`ViewerControl`].
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use monoio::buf::IoVecBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
+use monoio::net::TcpStream;
+use monoio::time::Sleep;
+
+use crate::hub::{bump, Camera, Follower, Frame};
+use crate::websocket::{self, close, Incoming, WsReader};
+
+/// The largest message a viewer may send (viewers only answer pings and say goodbye).
+const VIEWER_MAX_MESSAGE: usize = 4096;
+/// How long a closing viewer gets to take the close frame and answer it.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    WebSocket,
+    Mjpeg,
+}
+
+/// What the reading task tells the sending task.
+#[derive(Default)]
+pub struct ViewerControl {
+    waker: RefCell<Option<Waker>>,
+    pong_due: RefCell<Option<Vec<u8>>>,
+    ended: RefCell<Option<ReadEnd>>,
+    pong_seen: Cell<bool>,
+}
+
+/// How the viewer's side of the conversation ended.
+#[derive(Clone, Debug)]
+enum ReadEnd {
+    /// It sent a close frame (with this code).
+    Closed(Option<u16>),
+    /// It broke the protocol; answer with this close.
+    Refused(u16, String),
+    /// The connection is gone.
+    Gone,
+}
+
+impl ViewerControl {
+    fn wake(&self) {
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+
+    fn register(&self, cx: &Context<'_>) {
+        let mut slot = self.waker.borrow_mut();
+        if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            *slot = Some(cx.waker().clone());
+        }
+    }
+
+    fn end(&self, end: ReadEnd) {
+        self.ended.borrow_mut().get_or_insert(end);
+        self.wake();
+    }
+
+    fn is_ended(&self) -> bool {
+        self.ended.borrow().is_some()
+    }
+}
+
+enum Event {
+    Frame(Rc<Frame>),
+    Pong(Vec<u8>),
+    PingDue,
+    Ended(ReadEnd),
+}
+
+/// Why a viewer's stream ended.
+#[derive(Debug)]
+enum End {
+    Read(ReadEnd),
+    Stalled { frame_finished: bool },
+    NoPong,
+    WriteFailed,
+}
+
+/// Settings of a viewer's stream.
+#[derive(Clone, Copy, Debug)]
+pub struct StreamSettings {
+    pub protocol: Protocol,
+    pub stall_timeout: Duration,
+    pub ping_interval: Duration,
+}
+
+/// Streams `camera` to the viewer on `stream` (whose response head was already sent) until the
+/// viewer leaves, stalls or breaks the protocol. `already` holds bytes the client sent after its
+/// request head.
+pub async fn stream_to_viewer(
+    stream: TcpStream,
+    already: Vec<u8>,
+    camera: Rc<Camera>,
+    settings: StreamSettings,
+) {
+    let fd = stream.as_raw_fd();
+    let (read_half, mut write_half) = stream.into_split();
+    let control = Rc::new(ViewerControl::default());
+    match settings.protocol {
+        Protocol::WebSocket => {
+            monoio::spawn(read_websocket(read_half, already, Rc::clone(&control)));
+        }
+        Protocol::Mjpeg => {
+            monoio::spawn(read_until_closed(read_half, Rc::clone(&control)));
+        }
+    }
+    camera.add_viewer();
+    let end = send_frames(&mut write_half, &camera, &control, settings).await;
+    camera.remove_viewer();
+    tracing::debug!(camera = %camera.id, "viewer ended: {end:?}");
+    finish(
+        &mut write_half,
+        fd,
+        &control,
+        settings.protocol,
+        &camera,
+        end,
+    )
+    .await;
+}
+
+async fn send_frames<W: AsyncWriteRent>(
+    out: &mut W,
+    camera: &Camera,
+    control: &ViewerControl,
+    settings: StreamSettings,
+) -> End {
+    let follower = Follower::default();
+    let mut iov = Some(FrameIo::new_iovecs());
+    let keepalive = settings.protocol == Protocol::WebSocket;
+    let mut ping = std::pin::pin!(monoio::time::sleep(settings.ping_interval));
+    let mut awaiting_pong = false;
+    loop {
+        let event =
+            poll_fn(|cx| next_event(cx, camera, control, &follower, keepalive, ping.as_mut()))
+                .await;
+        match event {
+            Event::Frame(frame) => {
+                match send_frame_watched(out, frame, &mut iov, settings, camera).await {
+                    Ok(()) => {}
+                    Err(end) => return end,
+                }
+            }
+            Event::Pong(payload) => {
+                if send_small(out, websocket::pong_frame(&payload))
+                    .await
+                    .is_err()
+                {
+                    return End::WriteFailed;
+                }
+            }
+            Event::PingDue => {
+                if awaiting_pong && !control.pong_seen.get() {
+                    return End::NoPong;
+                }
+                control.pong_seen.set(false);
+                awaiting_pong = true;
+                ping.as_mut()
+                    .reset(monoio::time::Instant::now() + settings.ping_interval);
+                if send_small(out, websocket::ping_frame(b"ringcast"))
+                    .await
+                    .is_err()
+                {
+                    return End::WriteFailed;
+                }
+            }
+            Event::Ended(end) => return End::Read(end),
+        }
+    }
+}
+
+fn next_event(
+    cx: &mut Context<'_>,
+    camera: &Camera,
+    control: &ViewerControl,
+    follower: &Follower,
+    keepalive: bool,
+    ping: Pin<&mut Sleep>,
+) -> Poll<Event> {
+    if let Some(end) = control.ended.borrow().clone() {
+        return Poll::Ready(Event::Ended(end));
+    }
+    if let Some(payload) = control.pong_due.borrow_mut().take() {
+        return Poll::Ready(Event::Pong(payload));
+    }
+    if let Poll::Ready(frame) = camera.poll_frame(follower, cx) {
+        return Poll::Ready(Event::Frame(frame));
+    }
+    control.register(cx);
+    if keepalive && ping.poll(cx).is_ready() {
+        return Poll::Ready(Event::PingDue);
+    }
+    Poll::Pending
+}
+
+/// Writes one frame; if the socket does not take it within the stall timeout, the viewer is
+/// too slow. The frame in flight then gets one more stall timeout to finish, so that a close
+/// frame can follow it on a clean stream.
+async fn send_frame_watched<W: AsyncWriteRent>(
+    out: &mut W,
+    frame: Rc<Frame>,
+    iov: &mut Option<Box<[libc::iovec; 2]>>,
+    settings: StreamSettings,
+    camera: &Camera,
+) -> Result<(), End> {
+    let mut write = std::pin::pin!(write_frame(out, frame, iov, settings.protocol));
+    let stall = monoio::time::sleep(settings.stall_timeout);
+    let written = monoio::select! {
+        result = &mut write => Some(result),
+        _ = stall => None,
+    };
+    match written {
+        Some(Ok(bytes)) => {
+            bump(&camera.counters.frames_sent, 1);
+            bump(&camera.counters.bytes_sent, bytes as u64);
+            Ok(())
+        }
+        Some(Err(_)) => Err(End::WriteFailed),
+        None => {
+            bump(&camera.counters.stalls, 1);
+            let finished = matches!(
+                monoio::time::timeout(settings.stall_timeout, write).await,
+                Ok(Ok(_))
+            );
+            Err(End::Stalled {
+                frame_finished: finished,
+            })
+        }
+    }
+}
+
+/// The header and JPEG of a shared frame as one vectored write. The iovecs live in a box that
+/// the viewer reuses for every frame, so a write allocates nothing.
+struct FrameIo {
+    _frame: Rc<Frame>,
+    iov: Box<[libc::iovec; 2]>,
+    first: usize,
+}
+
+impl FrameIo {
+    fn new_iovecs() -> Box<[libc::iovec; 2]> {
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Box::new([empty; 2])
+    }
+
+    fn new(frame: Rc<Frame>, mut iov: Box<[libc::iovec; 2]>, protocol: Protocol) -> FrameIo {
+        let header: &[u8] = match protocol {
+            Protocol::WebSocket => frame.ws_header.as_bytes(),
+            Protocol::Mjpeg => &frame.part_header,
+        };
+        iov[0] = libc::iovec {
+            iov_base: header.as_ptr() as *mut libc::c_void,
+            iov_len: header.len(),
+        };
+        iov[1] = libc::iovec {
+            iov_base: frame.jpeg.as_ptr() as *mut libc::c_void,
+            iov_len: frame.jpeg.len(),
+        };
+        FrameIo {
+            _frame: frame,
+            iov,
+            first: 0,
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.iov[self.first..].iter().map(|v| v.iov_len).sum()
+    }
+
+    /// Moves past `n` bytes the socket took.
+    fn advance(&mut self, mut n: usize) {
+        while n > 0 && self.first < self.iov.len() {
+            let entry = &mut self.iov[self.first];
+            let step = n.min(entry.iov_len);
+            // SAFETY: `step` is at most the entry's length, so the new base stays inside (or one
+            // past the end of) the buffer the entry points into.
+            entry.iov_base = unsafe { entry.iov_base.cast::<u8>().add(step) }.cast();
+            entry.iov_len -= step;
+            n -= step;
+            if entry.iov_len == 0 {
+                self.first += 1;
+            }
+        }
+    }
+}
+
+// SAFETY: the iovecs point into `_frame`'s header and JPEG, which the Rc keeps alive and never
+// mutates while it is shared; the iovec array is boxed, so the pointer returned stays the same
+// when the FrameIo moves into and out of the runtime, and `first` only changes between writes.
+unsafe impl IoVecBuf for FrameIo {
+    fn read_iovec_ptr(&self) -> *const libc::iovec {
+        self.iov[self.first..].as_ptr()
+    }
+
+    fn read_iovec_len(&self) -> usize {
+        self.iov.len() - self.first
+    }
+}
+
+async fn write_frame<W: AsyncWriteRent>(
+    out: &mut W,
+    frame: Rc<Frame>,
+    iov: &mut Option<Box<[libc::iovec; 2]>>,
+    protocol: Protocol,
+) -> io::Result<usize> {
+    let boxed = iov.take().unwrap_or_else(FrameIo::new_iovecs);
+    let mut buf = FrameIo::new(frame, boxed, protocol);
+    let total = buf.remaining();
+    while buf.remaining() > 0 {
+        let (result, returned) = out.writev(buf).await;
+        buf = returned;
+        match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) => return Err(e),
+        }
+    }
+    *iov = Some(buf.iov);
+    Ok(total)
+}
+
+async fn send_small<W: AsyncWriteRent>(out: &mut W, bytes: Vec<u8>) -> io::Result<()> {
+    let (result, _) = out.write_all(bytes).await;
+    result.map(|_| ())
+}
+
+/// Says goodbye as the end calls for, then shuts the socket down so the reading task ends too.
+async fn finish<W: AsyncWriteRent>(
+    out: &mut W,
+    fd: RawFd,
+    control: &ViewerControl,
+    protocol: Protocol,
+    camera: &Camera,
+    end: End,
+) {
+    let goodbye = match (&end, protocol) {
+        (
+            End::Stalled {
+                frame_finished: true,
+            },
+            Protocol::WebSocket,
+        ) => {
+            tracing::info!(camera = %camera.id, "viewer too slow, closing with 4008");
+            Some(websocket::close_frame(close::TOO_SLOW, "too slow"))
+        }
+        (End::Stalled { .. }, _) => {
+            tracing::info!(camera = %camera.id, "viewer too slow, dropping it");
+            None
+        }
+        (End::NoPong, Protocol::WebSocket) => Some(websocket::close_frame(
+            close::GOING_AWAY,
+            "no answer to ping",
+        )),
+        (End::Read(ReadEnd::Closed(code)), Protocol::WebSocket) => {
+            let code = code.filter(|&c| c != 1005 && c != 1006 && c != 1015);
+            Some(websocket::close_frame(code.unwrap_or(close::NORMAL), ""))
+        }
+        (End::Read(ReadEnd::Refused(code, reason)), Protocol::WebSocket) => {
+            Some(websocket::close_frame(*code, reason))
+        }
+        _ => None,
+    };
+    if let Some(frame) = goodbye {
+        let sent = monoio::time::timeout(CLOSE_GRACE, send_small(out, frame)).await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = monoio::time::timeout(CLOSE_GRACE, out.shutdown()).await;
+            let _ = monoio::time::timeout(CLOSE_GRACE, wait_ended(control)).await;
+        }
+    }
+    // Ends the reading task's pending read; the descriptor closes when both halves are dropped.
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+}
+
+async fn wait_ended(control: &ViewerControl) {
+    poll_fn(|cx| {
+        if control.is_ended() {
+            Poll::Ready(())
+        } else {
+            control.register(cx);
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+async fn read_websocket<R: AsyncReadRent>(read: R, already: Vec<u8>, control: Rc<ViewerControl>) {
+    let mut reader = WsReader::new(read, already, VIEWER_MAX_MESSAGE);
+    loop {
+        match reader.next().await {
+            Ok(Incoming::Ping(payload)) => {
+                *control.pong_due.borrow_mut() = Some(payload);
+                control.wake();
+            }
+            Ok(Incoming::Pong) => control.pong_seen.set(true),
+            Ok(Incoming::Binary(_) | Incoming::Text(_)) => {}
+            Ok(Incoming::Close(code)) => return control.end(ReadEnd::Closed(code)),
+            Err(e) => {
+                let end = match e.close_reason() {
+                    Some((code, reason)) => ReadEnd::Refused(code, reason),
+                    None => ReadEnd::Gone,
+                };
+                return control.end(end);
+            }
+        }
+    }
+}
+
+/// MJPEG viewers say nothing; reading only tells when they hang up.
+async fn read_until_closed<R: AsyncReadRent>(mut read: R, control: Rc<ViewerControl>) {
+    let mut buf = vec![0u8; 256];
+    loop {
+        let (result, returned) = read.read(buf).await;
+        buf = returned;
+        if !matches!(result, Ok(n) if n > 0) {
+            return control.end(ReadEnd::Gone);
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! One worker process: a monoio runtime on one thread, its own SO_REUSEPORT listener, its own
+//! readers of every ring. A worker alone is a complete server.
+
+use std::cell::Cell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::cli::WorkerConfig;
+use crate::hub::{Hub, SCAN_INTERVAL};
+use crate::routes;
+use crate::ServerError;
+
+/// Pending connections the kernel keeps per listener before the worker accepts them.
+const LISTEN_BACKLOG: i32 = 4096;
+/// io_uring submission queue size: room for every viewer's pending read and write.
+const URING_ENTRIES: u32 = 4096;
+/// Back-off after accept fails (usually: out of file descriptors).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Per worker counters, for `/metrics`.
+#[derive(Default)]
+pub struct WorkerCounters {
+    pub connections: Cell<u64>,
+    pub bad_requests: Cell<u64>,
+    pub refused_full: Cell<u64>,
+    pub ingest_frames: Cell<u64>,
+    pub ingest_refused: Cell<u64>,
+}
+
+/// What every connection task of a worker shares.
+pub struct Worker {
+    pub config: WorkerConfig,
+    pub hub: Rc<Hub>,
+    /// Streaming viewers now (WebSocket and MJPEG), checked against `--max-clients`.
+    pub streaming: Cell<usize>,
+    pub counters: WorkerCounters,
+    pub driver: &'static str,
+}
+
+impl Worker {
+    /// Counts a streaming viewer for as long as the returned guard lives; `None` when full.
+    pub fn admit(self: &Rc<Self>) -> Option<StreamingGuard> {
+        if self.streaming.get() >= self.config.max_clients {
+            crate::hub::bump(&self.counters.refused_full, 1);
+            return None;
+        }
+        self.streaming.set(self.streaming.get() + 1);
+        Some(StreamingGuard(Rc::clone(self)))
+    }
+}
+
+pub struct StreamingGuard(Rc<Worker>);
+
+impl Drop for StreamingGuard {
+    fn drop(&mut self) {
+        self.0
+            .streaming
+            .set(self.0.streaming.get().saturating_sub(1));
+    }
+}
+
+/// Binds `addr` with SO_REUSEPORT, as every worker of one server does. `listen: false` only
+/// reserves the address (the supervisor does this to turn port 0 into a real port).
+pub fn bind_reuseport(addr: SocketAddr, listen: bool) -> Result<Socket, ServerError> {
+    let fail = |source| ServerError::Listen { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(fail)?;
+    socket.set_reuse_address(true).map_err(fail)?;
+    socket.set_reuse_port(true).map_err(fail)?;
+    socket.bind(&addr.into()).map_err(fail)?;
+    if listen {
+        socket.listen(LISTEN_BACKLOG).map_err(fail)?;
+        socket.set_nonblocking(true).map_err(fail)?;
+    }
+    Ok(socket)
+}
+
+/// Runs one worker until it fails; io_uring if the kernel has it, epoll otherwise.
+pub fn run(config: WorkerConfig) -> Result<(), ServerError> {
+    let socket = bind_reuseport(config.listen, true)?;
+    let listener: std::net::TcpListener = socket.into();
+    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+        .enable_timer()
+        .with_entries(URING_ENTRIES)
+        .build()
+        .map_err(ServerError::Runtime)?;
+    let driver = match &runtime {
+        monoio::FusionRuntime::Uring(_) => "io_uring",
+        monoio::FusionRuntime::Legacy(_) => "epoll",
+    };
+    runtime.block_on(serve(listener, config, driver))
+}
+
+async fn serve(
+    listener: std::net::TcpListener,
+    config: WorkerConfig,
+    driver: &'static str,
+) -> Result<(), ServerError> {
+    let local = listener.local_addr().map_err(ServerError::Accept)?;
+    let listener = monoio::net::TcpListener::from_std(listener).map_err(ServerError::Accept)?;
+    let hub = Hub::new(&config.ring_dir, config.offline_after);
+    let worker = Rc::new(Worker {
+        config,
+        hub: Rc::clone(&hub),
+        streaming: Cell::new(0),
+        counters: WorkerCounters::default(),
+        driver,
+    });
+    hub.rescan();
+    monoio::spawn(rescan_forever(hub));
+    tracing::info!(
+        worker = %worker.config.worker_label,
+        "serving http://{local} with {driver}, rings in {}",
+        worker.config.ring_dir.display()
+    );
+    loop {
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                crate::hub::bump(&worker.counters.connections, 1);
+                monoio::spawn(routes::handle_connection(Rc::clone(&worker), stream));
+            }
+            Err(e) => accept_failed(e).await,
+        }
+    }
+}
+
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("accept: {e}");
+    monoio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
+async fn rescan_forever(hub: Rc<Hub>) {
+    loop {
+        monoio::time::sleep(SCAN_INTERVAL).await;
+        hub.rescan();
+    }
+}
