@@ -13,6 +13,7 @@ pub mod error;
 pub mod jpeg_split;
 pub mod overlay;
 pub mod pipeline;
+pub mod push;
 pub mod run;
 pub mod sink;
 pub mod source;

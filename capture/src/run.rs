@@ -10,8 +10,9 @@ use ringbuf::{CameraId, RingGeometry, RingWriter, VideoFormat};
 use tracing::{info, warn};
 
 use crate::cli::Args;
-use crate::demand::{Demand, IdleRule, Transition};
+use crate::demand::{Demand, IdleRule, RemoteDemand, Transition};
 use crate::pipeline::{Pipeline, PipelineOptions, Processed};
+use crate::push::{PushSink, PushUrl};
 use crate::sink::{RingSink, Sink};
 use crate::source::{self, SourceOptions};
 use crate::stats::{Reporter, Stats};
@@ -94,6 +95,17 @@ fn open_sink(
     camera: &CameraId,
     stats: &Arc<Stats>,
 ) -> Result<OpenedSink, CaptureError> {
+    if let Some(url) = &args.push {
+        let url = PushUrl::parse(url)?;
+        let demand = Arc::new(RemoteDemand::default());
+        let sink = PushSink::start(
+            url,
+            args.push_token.clone(),
+            Arc::clone(stats),
+            Arc::clone(&demand),
+        )?;
+        return Ok((Box::new(sink), Some(demand)));
+    }
     let geometry = RingGeometry {
         slot_count: args.slots,
         slot_size: args.max_frame_bytes,

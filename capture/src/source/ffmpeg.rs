@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::byte_stream::ByteStream;
 use super::{Captured, FrameStream, Source, SourceOptions};
@@ -133,7 +133,13 @@ fn forward_log(stderr: std::process::ChildStderr, pid: u32) {
         .spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let line = line.trim();
-                if !line.is_empty() {
+                if line.is_empty() {
+                    continue;
+                }
+                // ffmpeg 5 says this for every MJPEG encode from a scaler; it is not a fault.
+                if line.contains("deprecated pixel format used") {
+                    debug!("ffmpeg[{pid}]: {line}");
+                } else {
                     warn!("ffmpeg[{pid}]: {line}");
                 }
             }

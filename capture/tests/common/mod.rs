@@ -183,3 +183,92 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// `jpeg` without the ringcast timing segment (what the source sent).
+pub fn without_timing(jpeg: &[u8]) -> Vec<u8> {
+    assert!(
+        ringbuf::frame::read_timing(jpeg).is_some(),
+        "published frame has no timing segment"
+    );
+    let seg_len = u16::from_be_bytes([jpeg[4], jpeg[5]]) as usize;
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&jpeg[4 + seg_len..]);
+    out
+}
+
+/// Runs capture on `frames` fed through stdin, lets it finish at the end of input, and returns
+/// the ring directory (the ring stays readable after the writer is gone).
+pub fn run_on_stdin(camera: &str, frames: &[Vec<u8>], extra: &[&str]) -> tempfile::TempDir {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "--camera",
+        camera,
+        "--source",
+        "stdin",
+        "--ring-dir",
+        dir.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let child = Command::new(bin())
+        .args(&args)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start ringcast-capture");
+    let mut running = Running {
+        child,
+        name: "ringcast-capture".into(),
+    };
+    {
+        let mut stdin = running.child.stdin.take().unwrap();
+        for frame in frames {
+            stdin.write_all(frame).unwrap();
+        }
+    }
+    let status = running
+        .wait_exit()
+        .expect("capture did not exit at the end of its input");
+    assert!(status.success(), "capture failed: {status}");
+    dir
+}
+
+/// CPU time (user + system, in clock ticks) a process has used so far.
+pub fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc stat");
+    let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Child processes of `pid` (all its threads').
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+                out.extend(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}

@@ -1,0 +1,298 @@
+//! Real external sources: ffmpeg on stdin, an MJPEG HTTP camera, an RTMP camera via ffmpeg.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use common::*;
+
+const FFMPEG_FRAMES: usize = 45;
+
+fn ffmpeg_testsrc(out: &[&str], realtime: bool) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error"]);
+    if realtime {
+        cmd.arg("-re");
+    }
+    cmd.args(["-f", "lavfi", "-i", "testsrc2=size=640x480:rate=30"])
+        .args([
+            "-frames:v",
+            &FFMPEG_FRAMES.to_string(),
+            "-threads",
+            "1",
+            "-q:v",
+            "5",
+        ])
+        .args(out);
+    cmd
+}
+
+#[test]
+fn every_ffmpeg_frame_on_stdin_arrives_unchanged_apart_from_the_timing_segment() {
+    let reference_dir = tempfile::tempdir().unwrap();
+    let pattern = reference_dir.path().join("f%03d.jpg");
+    let status = ffmpeg_testsrc(&["-f", "image2", pattern.to_str().unwrap()], false)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success());
+    let reference: Vec<Vec<u8>> = (1..=FFMPEG_FRAMES)
+        .map(|i| std::fs::read(reference_dir.path().join(format!("f{i:03}.jpg"))).unwrap())
+        .collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut ffmpeg = ffmpeg_testsrc(&["-f", "mjpeg", "-"], true)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start ffmpeg");
+    let ffmpeg_out = ffmpeg.stdout.take().unwrap();
+    let _ffmpeg = Running {
+        child: ffmpeg,
+        name: "ffmpeg".into(),
+    };
+    let child = Command::new(bin())
+        .args(["--camera", "piped", "--source", "stdin", "--ring-dir"])
+        .arg(dir.path())
+        .stdin(Stdio::from(ffmpeg_out))
+        .spawn()
+        .unwrap();
+    let mut capture = Running {
+        child,
+        name: "ringcast-capture".into(),
+    };
+
+    let mut reader = open_ring(dir.path(), "piped");
+    let mut seen = 0;
+    while let Some((meta, jpeg)) = frame_within(&mut reader, Duration::from_secs(5)) {
+        let index = meta.frame_no.0 as usize - 1;
+        assert_eq!(
+            without_timing(&jpeg),
+            reference[index],
+            "frame {} differs from what ffmpeg sent",
+            meta.frame_no
+        );
+        seen += 1;
+        if index + 1 == FFMPEG_FRAMES {
+            break;
+        }
+    }
+    assert!(seen >= FFMPEG_FRAMES / 2, "only {seen} frames read back");
+    let status = capture
+        .wait_exit()
+        .expect("capture exits when stdin closes");
+    assert!(status.success());
+    let info = reader.info();
+    assert_eq!(
+        info.frames_published, FFMPEG_FRAMES as u64,
+        "not every frame was published"
+    );
+    assert_eq!(info.head.0, FFMPEG_FRAMES as u64);
+}
+
+/// A small MJPEG "IP camera": multipart/x-mixed-replace, parts alternately with and without
+/// Content-Length, some garbage parts and one truncated JPEG among them.
+struct MjpegCamera {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MjpegCamera {
+    fn start(port: u16, seed_base: u8, sent: Arc<Mutex<HashSet<Vec<u8>>>>) -> MjpegCamera {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind camera port");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((socket, _)) => {
+                            let _ = serve_mjpeg(socket, seed_base, &stop, &sent);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        MjpegCamera {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn kill(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for MjpegCamera {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn serve_mjpeg(
+    mut socket: TcpStream,
+    seed_base: u8,
+    stop: &AtomicBool,
+    sent: &Mutex<HashSet<Vec<u8>>>,
+) -> std::io::Result<()> {
+    socket.set_nonblocking(false)?;
+    let mut request = [0u8; 2048];
+    let _ = socket.read(&mut request)?;
+    socket.write_all(
+        b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n",
+    )?;
+    let mut n: u32 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let jpeg = make_jpeg(160, 120, seed_base.wrapping_add(n as u8));
+        if n % 7 == 0 {
+            socket.write_all(
+                b"--frame\r\nContent-Type: text/plain\r\n\r\nnot a picture \xff\xd9\r\n",
+            )?;
+        }
+        if n % 11 == 0 {
+            socket.write_all(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n")?;
+            socket.write_all(&jpeg[..jpeg.len() / 2])?;
+            socket.write_all(b"\r\n")?;
+        }
+        sent.lock().unwrap().insert(jpeg.clone());
+        if n % 2 == 0 {
+            write!(
+                socket,
+                "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                jpeg.len()
+            )?;
+        } else {
+            socket.write_all(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n")?;
+        }
+        socket.write_all(&jpeg)?;
+        socket.write_all(b"\r\n")?;
+        std::thread::sleep(Duration::from_millis(33));
+    }
+    Ok(())
+}
+
+#[test]
+fn an_http_mjpeg_camera_is_passed_through_skipping_garbage_and_recovered_after_a_restart() {
+    let port = free_port();
+    let sent = Arc::new(Mutex::new(HashSet::new()));
+    let mut camera = MjpegCamera::start(port, 0, Arc::clone(&sent));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/video.mjpg");
+    let _capture = capture(&[
+        "--camera",
+        "ipcam",
+        "--source",
+        &url,
+        "--ring-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut reader = open_ring(dir.path(), "ipcam");
+
+    let frames = read_frames(&mut reader, 25);
+    for (_, jpeg) in &frames {
+        let original = without_timing(jpeg);
+        assert!(
+            sent.lock().unwrap().contains(&original),
+            "a published frame is not one the camera sent intact"
+        );
+    }
+
+    camera.kill();
+    // Whatever was in flight drains; then nothing comes while the camera is down.
+    while frame_within(&mut reader, Duration::from_millis(500)).is_some() {}
+    let _camera = MjpegCamera::start(port, 100, Arc::clone(&sent));
+    let (_, jpeg) = frame_within(&mut reader, DEADLINE)
+        .expect("capture did not resume after the camera came back");
+    assert!(sent.lock().unwrap().contains(&without_timing(&jpeg)));
+    assert_eq!(decode(&jpeg).width, 160);
+}
+
+fn rtmp_camera(port: u16) -> Running {
+    let child = Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+        ])
+        .args([
+            "-i",
+            "testsrc2=size=320x240:rate=15",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-tune",
+            "zerolatency",
+            "-g",
+            "15",
+            "-f",
+            "flv",
+            "-listen",
+            "1",
+        ])
+        .arg(format!("rtmp://127.0.0.1:{port}/live/cam"))
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start ffmpeg RTMP camera");
+    Running {
+        child,
+        name: "ffmpeg rtmp camera".into(),
+    }
+}
+
+#[test]
+fn an_rtmp_camera_is_read_through_ffmpeg_and_recovered_after_it_restarts() {
+    let port = free_port();
+    let mut camera = rtmp_camera(port);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("rtmp://127.0.0.1:{port}/live/cam");
+    let mut capture = capture(&[
+        "--camera",
+        "rtmpcam",
+        "--source",
+        &url,
+        "--size",
+        "256x144",
+        "--fps",
+        "10",
+        "--ring-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let mut reader = open_ring(dir.path(), "rtmpcam");
+    let frames = read_frames(&mut reader, 5);
+    let image = decode(&frames[4].1);
+    assert_eq!((image.width, image.height), (256, 144));
+    let ffmpeg_children: Vec<i32> = children_of(capture.pid());
+    assert!(!ffmpeg_children.is_empty(), "no ffmpeg child found");
+
+    drop(camera.child.kill());
+    let _ = camera.child.wait();
+    while frame_within(&mut reader, Duration::from_millis(500)).is_some() {}
+    camera = rtmp_camera(port);
+    frame_within(&mut reader, DEADLINE).expect("capture did not recover when the camera came back");
+
+    let children = children_of(capture.pid());
+    assert!(capture.terminate().success());
+    for pid in children {
+        wait_for("ffmpeg child to end with capture", || !alive(pid));
+    }
+    drop(camera);
+}
