@@ -283,7 +283,7 @@ fn an_rtmp_camera_is_read_through_ffmpeg_and_recovered_after_it_restarts() {
     let ffmpeg_children: Vec<i32> = children_of(capture.pid());
     assert!(!ffmpeg_children.is_empty(), "no ffmpeg child found");
 
-    drop(camera.child.kill());
+    let _ = camera.child.kill();
     let _ = camera.child.wait();
     while frame_within(&mut reader, Duration::from_millis(500)).is_some() {}
     camera = rtmp_camera(port);
