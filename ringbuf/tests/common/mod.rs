@@ -63,10 +63,15 @@ impl Rng {
     }
 }
 
-/// The body word at `index` of frame `frame` written with `salt`: differs between frames and
-/// between positions, so bytes of one frame mixed into another never pass the check.
-fn body_word(frame: u64, salt: u64, index: u64) -> u64 {
-    mix(frame ^ salt.rotate_left(32)).wrapping_add(index.wrapping_mul(GOLDEN))
+/// The first body word of frame `frame` written with `salt`.
+fn body_base(frame: u64, salt: u64) -> u64 {
+    mix(frame ^ salt.rotate_left(32))
+}
+
+/// The body word at `index` of a frame whose first body word is `base`: words differ between
+/// frames and between positions, so bytes of one frame mixed into another never pass the check.
+fn body_word(base: u64, index: u64) -> u64 {
+    base.wrapping_add(index.wrapping_mul(GOLDEN))
 }
 
 fn hash_word(hash: u64, word: u64) -> u64 {
@@ -78,9 +83,10 @@ fn hash_word(hash: u64, word: u64) -> u64 {
 pub fn fill_frame(out: &mut Vec<u8>, frame: u64, len: usize, salt: u64) {
     out.clear();
     out.resize(len.max(STAMP_LEN), 0);
+    let base = body_base(frame, salt);
     let mut hash = HASH_SEED;
     for (i, chunk) in out[STAMP_LEN..].chunks_mut(8).enumerate() {
-        let word = body_word(frame, salt, i as u64).to_le_bytes();
+        let word = body_word(base, i as u64).to_le_bytes();
         chunk.copy_from_slice(&word[..chunk.len()]);
         hash = hash_word(hash, word_of(chunk));
     }
@@ -138,9 +144,10 @@ pub fn check_frame(meta: &FrameMeta, bytes: &[u8], short_salt: u64) -> Result<u6
             bytes.len()
         ));
     }
+    let base = body_base(frame, salt);
     let mut hash = HASH_SEED;
     for (i, chunk) in bytes[STAMP_LEN..].chunks(8).enumerate() {
-        let expected = body_word(frame, salt, i as u64).to_le_bytes();
+        let expected = body_word(base, i as u64).to_le_bytes();
         if chunk != &expected[..chunk.len()] {
             return Err(format!(
                 "frame {frame}: body differs at byte {} (torn or foreign data)",
