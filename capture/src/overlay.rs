@@ -139,15 +139,22 @@ impl<'a> Planes<'a> {
         }
     }
 
-    /// Draws `text` in black on a bright background or white on a dark one.
+    /// Draws `text` with each character in black where the picture behind it is bright and in
+    /// white where it is dark, so it stays readable across a varied background.
     pub fn draw_text_contrasting(&mut self, x: usize, y: usize, scale: usize, text: &str) {
-        let area = text_rect(x, y, scale, text);
-        let luma = if self.mean_luma(area) > 128 {
-            BLACK
-        } else {
-            WHITE
-        };
-        self.draw_text(x, y, scale, text, luma);
+        let cell = GLYPH * scale;
+        for (i, c) in text.chars().enumerate() {
+            let left = x + i * cell;
+            let behind = self.mean_luma(Rect {
+                x: left,
+                y,
+                w: cell,
+                h: cell,
+            });
+            let luma = if behind > 128 { BLACK } else { WHITE };
+            let mut utf8 = [0u8; 4];
+            self.draw_text(left, y, scale, c.encode_utf8(&mut utf8), luma);
+        }
     }
 }
 
@@ -170,9 +177,12 @@ pub fn text_rect(x: usize, y: usize, scale: usize, text: &str) -> Rect {
     }
 }
 
-/// A text scale that reads well at a picture height: 8-pixel glyphs for 240 lines and below.
-pub fn scale_for_height(height: usize) -> usize {
-    (height / 240).clamp(1, 8)
+/// A text scale that reads well at a picture's height (8-pixel glyphs for 240 lines and below)
+/// and still fits `chars` characters (plus margins) across its width.
+pub fn text_scale(width: usize, height: usize, chars: usize) -> usize {
+    let by_height = height / 240;
+    let by_width = width / ((chars + 1) * GLYPH).max(1);
+    by_height.min(by_width).clamp(1, 8)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -31,6 +31,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_STALL_LIMIT: Duration = Duration::from_secs(10);
 /// How long a read for the server's `1`/`0` may block between frames.
 const READ_POLL: Duration = Duration::from_millis(1);
+/// The push socket's send buffer. Kept to a few frames so that on a slow link frames wait in
+/// our one-frame slot, where a newer one replaces them, not in a kernel queue that grows
+/// latency (loopback and LAN would otherwise autotune it to megabytes).
+const SEND_BUFFER: usize = 256 << 10;
 /// How long the sender waits for a frame before looking at the socket again.
 const FRAME_WAIT: Duration = Duration::from_millis(50);
 
@@ -253,6 +257,8 @@ impl Sender {
         let socket = socket.ok_or(last)?;
         let setup = |e: std::io::Error| format!("socket setup: {e}");
         socket.set_nodelay(true).map_err(setup)?;
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBuf, &SEND_BUFFER)
+            .map_err(|e| setup(e.into()))?;
         socket
             .set_read_timeout(Some(CONNECT_TIMEOUT))
             .map_err(setup)?;

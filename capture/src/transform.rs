@@ -6,7 +6,7 @@ use turbojpeg::{
 };
 
 use crate::cli::{Flip, Rotation};
-use crate::overlay::{scale_for_height, text_rect, PlaneLayout, Planes};
+use crate::overlay::{text_rect, text_scale, PlaneLayout, Planes};
 
 /// The single JPEG transform that rotates clockwise by `rotate` and then mirrors by `flip`.
 pub fn combined_op(rotate: Option<Rotation>, flip: Option<Flip>) -> TransformOp {
@@ -169,7 +169,7 @@ impl Stamper {
         let layout = PlaneLayout::of(&image);
         if let Some(mut planes) = Planes::split(layout, image.pixels) {
             let text = format!("{} {}", self.camera, text_time);
-            let scale = scale_for_height(header.height);
+            let scale = text_scale(header.width, header.height, text.chars().count());
             let margin = 4 * scale;
             let area = text_rect(0, 0, scale, &text);
             let y = header.height.saturating_sub(area.h + margin);

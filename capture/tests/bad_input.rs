@@ -19,25 +19,73 @@ fn refused(args: &[&str], reason: &str) {
 fn bad_flags_and_setups_exit_non_zero_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let ring_dir = dir.path().to_str().unwrap();
-    refused(&["--camera", "Cam 1", "--ring-dir", ring_dir], "is not allowed");
-    refused(&["--camera", "cam1", "--source", "ftp://cam/x", "--ring-dir", ring_dir], "unknown source");
     refused(
-        &["--camera", "cam1", "--source", "v4l2:/dev/video-missing", "--ring-dir", ring_dir],
+        &["--camera", "Cam 1", "--ring-dir", ring_dir],
+        "is not allowed",
+    );
+    refused(
+        &[
+            "--camera",
+            "cam1",
+            "--source",
+            "ftp://cam/x",
+            "--ring-dir",
+            ring_dir,
+        ],
+        "unknown source",
+    );
+    refused(
+        &[
+            "--camera",
+            "cam1",
+            "--source",
+            "v4l2:/dev/video-missing",
+            "--ring-dir",
+            ring_dir,
+        ],
         "does not exist",
     );
-    refused(&["--camera", "cam1", "--size", "1280by720", "--ring-dir", ring_dir], "is not a size");
-    refused(&["--camera", "cam1", "--push", "http://server/ingest/cam1"], "--push needs a ws:// URL");
-    refused(&["--camera", "cam1", "--rotate", "45", "--ring-dir", ring_dir], "use 90, 180 or 270");
+    refused(
+        &[
+            "--camera",
+            "cam1",
+            "--size",
+            "1280by720",
+            "--ring-dir",
+            ring_dir,
+        ],
+        "is not a size",
+    );
+    refused(
+        &["--camera", "cam1", "--push", "http://server/ingest/cam1"],
+        "--push needs a ws:// URL",
+    );
+    refused(
+        &["--camera", "cam1", "--rotate", "45", "--ring-dir", ring_dir],
+        "use 90, 180 or 270",
+    );
 }
 
 #[test]
 fn a_second_capture_for_the_same_camera_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ring_dir = dir.path().to_str().unwrap();
-    let _first = capture(&["--camera", "dup", "--size", "160x120", "--fps", "5", "--ring-dir", ring_dir]);
+    let _first = capture(&[
+        "--camera",
+        "dup",
+        "--size",
+        "160x120",
+        "--fps",
+        "5",
+        "--ring-dir",
+        ring_dir,
+    ]);
     let mut reader = open_ring(dir.path(), "dup");
     read_frames(&mut reader, 1);
-    refused(&["--camera", "dup", "--ring-dir", ring_dir], "holds this ring");
+    refused(
+        &["--camera", "dup", "--ring-dir", ring_dir],
+        "holds this ring",
+    );
 }
 
 #[test]

@@ -37,28 +37,88 @@ fn mean_difference(
     total as f64 / (got.width * got.height * 3) as f64
 }
 
-fn check_orientation(width: usize, height: usize, flags: &[&str], expect_swap: bool, map: impl Fn(usize, usize, usize, usize) -> (usize, usize), tolerance: f64) {
+fn check_orientation(
+    width: usize,
+    height: usize,
+    flags: &[&str],
+    expect_swap: bool,
+    map: impl Fn(usize, usize, usize, usize) -> (usize, usize),
+    tolerance: f64,
+) {
     let source = make_jpeg(width, height, 40);
     let reference = decode(&source);
     let dir = run_on_stdin("turned", std::slice::from_ref(&source), flags);
     let got = newest_image(dir.path(), "turned");
-    let expected = if expect_swap { (height, width) } else { (width, height) };
-    assert_eq!((got.width, got.height), expected, "{flags:?}: wrong dimensions");
+    let expected = if expect_swap {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    assert_eq!(
+        (got.width, got.height),
+        expected,
+        "{flags:?}: wrong dimensions"
+    );
     let diff = mean_difference(&got, &reference, |x, y| map(x, y, width, height));
-    assert!(diff < tolerance, "{flags:?}: pixels differ from the reference by {diff:.2} on average");
+    assert!(
+        diff < tolerance,
+        "{flags:?}: pixels differ from the reference by {diff:.2} on average"
+    );
 }
 
 #[test]
 fn rotation_and_flips_give_the_expected_dimensions_and_pixels() {
     // 64x48 is a whole number of MCUs: the lossless path. 100x60 is not: the re-encode path.
     for (w, h, tolerance) in [(64, 48, 1.5), (100, 60, 4.0)] {
-        check_orientation(w, h, &["--rotate", "90"], true, |x, y, _w, h| (y, h - 1 - x), tolerance);
-        check_orientation(w, h, &["--rotate", "180"], false, |x, y, w, h| (w - 1 - x, h - 1 - y), tolerance);
-        check_orientation(w, h, &["--rotate", "270"], true, |x, y, w, _h| (w - 1 - y, x), tolerance);
-        check_orientation(w, h, &["--flip", "h"], false, |x, y, w, _h| (w - 1 - x, y), tolerance);
-        check_orientation(w, h, &["--flip", "v"], false, |x, y, _w, h| (x, h - 1 - y), tolerance);
+        check_orientation(
+            w,
+            h,
+            &["--rotate", "90"],
+            true,
+            |x, y, _w, h| (y, h - 1 - x),
+            tolerance,
+        );
+        check_orientation(
+            w,
+            h,
+            &["--rotate", "180"],
+            false,
+            |x, y, w, h| (w - 1 - x, h - 1 - y),
+            tolerance,
+        );
+        check_orientation(
+            w,
+            h,
+            &["--rotate", "270"],
+            true,
+            |x, y, w, _h| (w - 1 - y, x),
+            tolerance,
+        );
+        check_orientation(
+            w,
+            h,
+            &["--flip", "h"],
+            false,
+            |x, y, w, _h| (w - 1 - x, y),
+            tolerance,
+        );
+        check_orientation(
+            w,
+            h,
+            &["--flip", "v"],
+            false,
+            |x, y, _w, h| (x, h - 1 - y),
+            tolerance,
+        );
         // Rotate first, then mirror the rotated picture.
-        check_orientation(w, h, &["--rotate", "90", "--flip", "h"], true, |x, y, _w, _h| (y, x), tolerance);
+        check_orientation(
+            w,
+            h,
+            &["--rotate", "90", "--flip", "h"],
+            true,
+            |x, y, _w, _h| (y, x),
+            tolerance,
+        );
     }
 }
 
@@ -78,7 +138,10 @@ fn the_timestamp_is_drawn_bottom_left_and_the_rest_of_the_picture_is_kept() {
             (0..3).any(|c| a[c].abs_diff(b[c]) > 60)
         })
         .count();
-    assert!(text_band_changed > 50, "no text found bottom-left ({text_band_changed} pixels changed)");
+    assert!(
+        text_band_changed > 50,
+        "no text found bottom-left ({text_band_changed} pixels changed)"
+    );
     let top_half = turbojpeg::Image {
         pixels: got.pixels[..got.pitch * (h / 2)].to_vec(),
         width: w,
@@ -87,7 +150,10 @@ fn the_timestamp_is_drawn_bottom_left_and_the_rest_of_the_picture_is_kept() {
         format: got.format,
     };
     let diff = mean_difference(&top_half, &reference, |x, y| (x, y));
-    assert!(diff < 3.0, "the picture away from the text changed by {diff:.2} on average");
+    assert!(
+        diff < 3.0,
+        "the picture away from the text changed by {diff:.2} on average"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@ use turbojpeg::{Compressor, Subsamp, YuvImage};
 
 use super::{now_wall, Captured, FrameStream, Source, SourceOptions, POLL};
 use crate::cli::Size;
-use crate::overlay::{scale_for_height, PlaneLayout, Planes, Rect};
+use crate::overlay::{text_scale, PlaneLayout, Planes, Rect};
 use crate::SourceError;
 
 pub const DEFAULT_SIZE: Size = Size {
@@ -115,16 +115,14 @@ impl PatternStream {
         };
         let elapsed = self.started.elapsed().as_secs_f64();
         draw_moving_block(&mut planes, elapsed);
-        let scale = scale_for_height(layout.height);
+        let title = format!("{} #{}", self.camera, self.count);
+        let clock = wall_clock_text();
+        let widest = title.chars().count().max(clock.chars().count());
+        let scale = text_scale(layout.width, layout.height, widest);
         let margin = 4 * scale;
         let line = 10 * scale;
-        planes.draw_text_contrasting(
-            margin,
-            margin,
-            scale,
-            &format!("{} #{}", self.camera, self.count),
-        );
-        planes.draw_text_contrasting(margin, margin + line, scale, &wall_clock_text());
+        planes.draw_text_contrasting(margin, margin, scale, &title);
+        planes.draw_text_contrasting(margin, margin + line, scale, &clock);
         let image = yuv_image(&self.scratch[..], size_of(layout));
         Ok(self.compressor.compress_yuv_to_vec(image)?)
     }
