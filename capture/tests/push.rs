@@ -84,6 +84,8 @@ impl Drop for Receiver {
     }
 }
 
+// tungstenite's handshake callback signature fixes the (large) error type.
+#[allow(clippy::result_large_err)]
 fn serve(socket: TcpStream, shared: &Shared, read_pause: Duration) {
     socket.set_nonblocking(false).unwrap();
     let record_auth = |request: &Request, response: Response| {
