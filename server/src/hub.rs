@@ -248,14 +248,25 @@ impl Hub {
         &self.ring_dir
     }
 
-    /// A listed camera (one whose ring exists).
-    pub fn camera(&self, id: &str) -> Option<Rc<Camera>> {
+    /// A listed camera (one whose ring exists). A ring that appeared since the last scan is
+    /// picked up at once, so a viewer never waits for the next scan.
+    pub fn camera(self: &Rc<Self>, id: &str) -> Option<Rc<Camera>> {
         let id = CameraId::new(id).ok()?;
-        self.cameras
-            .borrow()
-            .get(&id)
-            .filter(|c| c.state() != CameraState::Removed)
-            .cloned()
+        let listed = |hub: &Hub| {
+            hub.cameras
+                .borrow()
+                .get(&id)
+                .filter(|c| c.state() != CameraState::Removed)
+                .cloned()
+        };
+        if let Some(camera) = listed(self) {
+            return Some(camera);
+        }
+        if !ringbuf::ring_path(&self.ring_dir, &id).exists() {
+            return None;
+        }
+        self.discover(&id);
+        listed(self)
     }
 
     /// Every listed camera, by name.

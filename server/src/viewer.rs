@@ -25,6 +25,10 @@ use crate::websocket::{self, close, Incoming, WsReader};
 const VIEWER_MAX_MESSAGE: usize = 4096;
 /// How long a closing viewer gets to take the close frame and answer it.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a stalled viewer gets to take the rest of the frame in flight, so that the 4008
+/// close can follow it on a clean stream. No new frame is sent meanwhile; a viewer that takes
+/// nothing in this time is dropped without a close frame.
+const FINISH_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -210,8 +214,7 @@ fn next_event(
 }
 
 /// Writes one frame; if the socket does not take it within the stall timeout, the viewer is
-/// too slow. The frame in flight then gets one more stall timeout to finish, so that a close
-/// frame can follow it on a clean stream.
+/// too slow. The frame in flight then gets [`FINISH_GRACE`] to finish.
 async fn send_frame_watched<W: AsyncWriteRent>(
     out: &mut W,
     frame: Rc<Frame>,
@@ -234,10 +237,7 @@ async fn send_frame_watched<W: AsyncWriteRent>(
         Some(Err(_)) => Err(End::WriteFailed),
         None => {
             bump(&camera.counters.stalls, 1);
-            let finished = matches!(
-                monoio::time::timeout(settings.stall_timeout, write).await,
-                Ok(Ok(_))
-            );
+            let finished = matches!(monoio::time::timeout(FINISH_GRACE, write).await, Ok(Ok(_)));
             Err(End::Stalled {
                 frame_finished: finished,
             })

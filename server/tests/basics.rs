@@ -6,7 +6,7 @@ use common::*;
 #[test]
 fn a_websocket_viewer_gets_consecutive_frames_from_a_ring() {
     let dir = temp_ring_dir();
-    let _feeder = Feeder::start(dir.path(), "cam1", 20);
+    let _feeder = Feeder::start(dir.path(), "cam1", 10);
     let server = Server::start(dir.path(), 1, &[]);
     wait_camera_listed(&server, "cam1");
     let mut ws = ws_connect(server.port, "/ws/cam1");

@@ -134,7 +134,16 @@ pub fn raw_request(port: u16, request: &[u8]) -> std::io::Result<Response> {
     stream.set_read_timeout(Some(DEADLINE))?;
     stream.write_all(request)?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        raw.extend_from_slice(&chunk[..n]);
+        // A 101 answer goes on as a WebSocket: its head is all there is to read.
+        let upgraded = raw.starts_with(b"HTTP/1.1 101") && raw.windows(4).any(|w| w == b"\r\n\r\n");
+        if n == 0 || upgraded {
+            break;
+        }
+    }
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -298,4 +307,45 @@ pub fn ring_path(dir: &Path, cam: &str) -> PathBuf {
 
 pub fn frame_numbers_consecutive(numbers: &[u64]) -> bool {
     numbers.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+/// The capture binary built beside this server (`cargo build -p ringcast-capture`).
+pub fn capture_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_ringcast-server")).with_file_name("ringcast-capture");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p ringcast-capture` (the workspace test does)",
+        path.display()
+    );
+    path
+}
+
+/// Starts `ringcast-capture` with its test source.
+pub fn start_capture(ring_dir: &Path, cam: &str, fps: u32, extra: &[&str]) -> ChildGuard {
+    let child = Command::new(capture_binary())
+        .args(["--camera", cam, "--source", "test", "--size", "640x360"])
+        .args(["--fps", &fps.to_string()])
+        .arg("--ring-dir")
+        .arg(ring_dir)
+        .args(extra)
+        .env("RINGCAST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start ringcast-capture");
+    ChildGuard(child)
+}
+
+/// A WebSocket client whose socket has a small receive buffer, so that not reading shows at
+/// once (on loopback the kernel would otherwise autotune it to megabytes).
+pub fn ws_connect_small_rcvbuf(port: u16, path: &str, rcvbuf: usize) -> Ws {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(rcvbuf).expect("SO_RCVBUF");
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    socket.connect(&addr.into()).expect("connect");
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let (ws, _) = tungstenite::client(format!("ws://127.0.0.1:{port}{path}"), stream)
+        .unwrap_or_else(|e| panic!("WebSocket handshake for {path}: {e}"));
+    ws
 }
