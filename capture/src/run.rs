@@ -54,6 +54,7 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
         source.describe(),
         sink_description(args, &camera)
     );
+    let fps_milli = args.fps.or(source.nominal_fps()).unwrap_or(0) * 1000;
     let control = Control::new();
     let (tx, rx) = sync_channel(1);
     let source_thread = supervisor::spawn(source, Arc::clone(&control), tx).map_err(|source| {
@@ -67,7 +68,7 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
         sink,
         pipeline,
         stats,
-        fps_milli: args.fps.unwrap_or(0) * 1000,
+        fps_milli,
         format: VideoFormat::default(),
     };
     let demand = if args.on_demand { demand } else { None };

@@ -296,3 +296,29 @@ fn an_rtmp_camera_is_read_through_ffmpeg_and_recovered_after_it_restarts() {
     }
     drop(camera);
 }
+
+#[test]
+fn a_hung_source_does_not_keep_capture_from_stopping_on_sigterm() {
+    // A "camera" that accepts the connection and then never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut capture = capture(&[
+        "--camera",
+        "hung",
+        "--source",
+        &url,
+        "--ring-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let (_socket, _) = listener.accept().unwrap();
+    let reader = open_ring(dir.path(), "hung");
+    let asked = std::time::Instant::now();
+    assert!(capture.terminate().success());
+    eprintln!("stopped {} ms after SIGTERM", asked.elapsed().as_millis());
+    assert!(matches!(
+        reader.writer_status(Duration::from_secs(5)),
+        ringbuf::WriterStatus::Offline(_)
+    ));
+}

@@ -156,14 +156,26 @@ struct FfmpegStream {
 
 impl FrameStream for FfmpegStream {
     fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
-        let result = self.inner.next_frame();
-        if let Err(e) = &result {
+        self.inner
+            .next_frame()
+            .map_err(|e| match self.exit_status() {
+                Some(status) => SourceError::Protocol(format!("ffmpeg exited ({status})")),
+                None => SourceError::Protocol(format!("{e}; restarting ffmpeg")),
+            })
+    }
+}
+
+impl FfmpegStream {
+    /// ffmpeg's exit status if it has exited or does so within a moment (its output just
+    /// ended, so it usually is on its way out).
+    fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        for _ in 0..50 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                return Err(SourceError::Protocol(format!("ffmpeg exited ({status})")));
+                return Some(status);
             }
-            return Err(SourceError::Protocol(format!("{e}; stopping ffmpeg")));
+            std::thread::sleep(Duration::from_millis(10));
         }
-        result
+        None
     }
 }
 

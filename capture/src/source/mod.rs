@@ -47,6 +47,11 @@ pub trait Source: Send {
         Ok(())
     }
 
+    /// The frame rate this source aims for, if it decides one (for the ring's header).
+    fn nominal_fps(&self) -> Option<u32> {
+        None
+    }
+
     /// Connects to the camera (or opens the device).
     fn open(&mut self) -> Result<Box<dyn FrameStream>, SourceError>;
 }

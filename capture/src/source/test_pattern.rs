@@ -43,6 +43,10 @@ impl Source for TestPattern {
         format!("test pattern {} at {} fps", self.size(), self.fps())
     }
 
+    fn nominal_fps(&self) -> Option<u32> {
+        Some(self.fps())
+    }
+
     fn open(&mut self) -> Result<Box<dyn FrameStream>, SourceError> {
         Ok(Box::new(PatternStream::new(
             &self.options,
