@@ -415,10 +415,14 @@ fn forge_frame(path: &Path, frame: u64, len: u64) {
     poke_u64(path, slot + SEQ, frame.wrapping_mul(2));
 }
 
+/// What is wrong with a file, how to do it to a real ring, and where a writer taking the file over
+/// must resume numbering.
+type Damage = (&'static str, fn(&Path), FrameNo);
+
 #[test]
 fn a_writer_replaces_a_damaged_or_foreign_file() {
     let camera = CameraId::new(CAMERA).unwrap();
-    let cases: [(&str, fn(&Path), FrameNo); 5] = [
+    let cases: [Damage; 5] = [
         ("too short", |p| set_len(p, 100), FrameNo::NONE),
         ("bad magic", |p| poke(p, MAGIC, b"XXXXXXXX"), FrameNo::NONE),
         (
