@@ -63,9 +63,21 @@ pub struct Args {
     #[arg(long, env = "RINGCAST_OFFLINE_AFTER", default_value = "3", value_parser = parse_seconds)]
     pub offline_after: Duration,
 
+    /// Event loop: `auto` (io_uring where the kernel has it, else epoll), or `epoll` to force
+    /// the fallback.
+    #[arg(long, env = "RINGCAST_IO_DRIVER", value_enum, default_value_t = IoDriver::Auto)]
+    pub io_driver: IoDriver,
+
     /// This worker's number, for metrics labels (set by the supervisor, or per systemd instance).
     #[arg(long, env = "RINGCAST_WORKER_INDEX", hide = true)]
     pub worker_index: Option<u32>,
+}
+
+/// Which monoio driver a worker runs on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IoDriver {
+    Auto,
+    Epoll,
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {
@@ -106,6 +118,7 @@ pub struct WorkerConfig {
     pub offline_after: Duration,
     pub worker_label: String,
     pub ping_interval: Duration,
+    pub io_driver: IoDriver,
 }
 
 /// Browsers and proxies drop WebSockets that stay silent for about a minute.
@@ -127,6 +140,7 @@ impl WorkerConfig {
                 .worker_index
                 .map_or_else(|| std::process::id().to_string(), |i| i.to_string()),
             ping_interval: PING_INTERVAL,
+            io_driver: args.io_driver,
         }
     }
 }

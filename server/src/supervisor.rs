@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::cli::{Args, WorkerConfig};
+use crate::cli::{Args, IoDriver, WorkerConfig};
 use crate::worker::{self, bind_reuseport};
 use crate::ServerError;
 
@@ -126,7 +126,12 @@ fn spawn_worker(
         .arg("--max-frame-bytes")
         .arg(args.max_frame_bytes.to_string())
         .arg("--offline-after")
-        .arg(args.offline_after.as_secs_f64().to_string());
+        .arg(args.offline_after.as_secs_f64().to_string())
+        .arg("--io-driver")
+        .arg(match args.io_driver {
+            IoDriver::Auto => "auto",
+            IoDriver::Epoll => "epoll",
+        });
     // Tokens go through the environment, not the command line that `ps` shows.
     for (name, value) in [
         ("RINGCAST_TOKEN", &args.token),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::cli::WorkerConfig;
+use crate::cli::{IoDriver, WorkerConfig};
 use crate::hub::{Hub, SCAN_INTERVAL};
 use crate::routes;
 use crate::ServerError;
@@ -83,6 +83,13 @@ pub fn bind_reuseport(addr: SocketAddr, listen: bool) -> Result<Socket, ServerEr
 pub fn run(config: WorkerConfig) -> Result<(), ServerError> {
     let socket = bind_reuseport(config.listen, true)?;
     let listener: std::net::TcpListener = socket.into();
+    if config.io_driver == IoDriver::Epoll {
+        let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(ServerError::Runtime)?;
+        return runtime.block_on(serve(listener, config, "epoll"));
+    }
     let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .with_entries(URING_ENTRIES)

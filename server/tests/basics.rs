@@ -5,9 +5,18 @@ use common::*;
 
 #[test]
 fn a_websocket_viewer_gets_consecutive_frames_from_a_ring() {
+    viewer_gets_consecutive_frames(&[]);
+}
+
+#[test]
+fn the_epoll_fallback_serves_the_same_stream() {
+    viewer_gets_consecutive_frames(&["--io-driver", "epoll"]);
+}
+
+fn viewer_gets_consecutive_frames(flags: &[&str]) {
     let dir = temp_ring_dir();
     let _feeder = Feeder::start(dir.path(), "cam1", 10);
-    let server = Server::start(dir.path(), 1, &[]);
+    let server = Server::start(dir.path(), 1, flags);
     wait_camera_listed(&server, "cam1");
     let mut ws = ws_connect(server.port, "/ws/cam1");
     let numbers: Vec<u64> = (0..20)
