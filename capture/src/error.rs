@@ -23,6 +23,9 @@ pub enum CaptureError {
     #[error("cannot install the signal handler: {0}")]
     Signals(io::Error),
 
+    #[error("the source thread ended unexpectedly")]
+    SourceThreadLost,
+
     #[error("JPEG library: {0}")]
     Jpeg(#[from] turbojpeg::Error),
 }

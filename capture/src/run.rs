@@ -31,6 +31,8 @@ const SOURCE_STOP_GRACE: Duration = Duration::from_millis(500);
 pub enum Ended {
     Signal,
     InputFinished,
+    /// The source thread ended without saying why (it panicked).
+    SourceLost,
 }
 
 /// Runs capture as the flags say until a signal or the end of the input.
@@ -78,7 +80,10 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
     drop(rx);
     wait_for_thread(source_thread, SOURCE_STOP_GRACE);
     info!("camera {camera}: stopped");
-    Ok(ended)
+    match ended {
+        Ended::SourceLost => Err(CaptureError::SourceThreadLost),
+        other => Ok(other),
+    }
 }
 
 fn install_signal_handlers() -> Result<Arc<AtomicBool>, CaptureError> {
@@ -188,9 +193,8 @@ impl Capture {
             }
             match frames.recv_timeout(TICK) {
                 Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
-                Ok(SourceEvent::Finished) | Err(RecvTimeoutError::Disconnected) => {
-                    return Ended::InputFinished
-                }
+                Ok(SourceEvent::Finished) => return Ended::InputFinished,
+                Err(RecvTimeoutError::Disconnected) => return Ended::SourceLost,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             if reporter.seconds_since_report(Instant::now()) >= REPORT_EVERY.as_secs_f64() {
