@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 use ringbuf::CameraId;
 
 #[derive(Parser, Debug, Clone)]
@@ -37,7 +38,7 @@ pub struct Args {
     pub quality: u8,
 
     /// Draw the camera name and the wall-clock time onto every frame.
-    #[arg(long, env = "RINGCAST_TIMESTAMP")]
+    #[arg(long, env = "RINGCAST_TIMESTAMP", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub timestamp: bool,
 
     /// Rotate every frame clockwise by 90, 180 or 270 degrees.
@@ -75,7 +76,7 @@ pub struct Args {
 
     /// Capture only while someone watches (local: the demand file; with --push: the server's
     /// 1/0 messages).
-    #[arg(long, env = "RINGCAST_ON_DEMAND")]
+    #[arg(long, env = "RINGCAST_ON_DEMAND", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub on_demand: bool,
 
     /// Seconds without a viewer before an on-demand capture idles.
