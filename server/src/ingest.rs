@@ -28,6 +28,8 @@ const DEMAND_POLL: Duration = Duration::from_millis(100);
 /// The older server repeated the demand state every 2 s; cameras written for it may rely on that.
 const DEMAND_REPEAT: Duration = Duration::from_secs(2);
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long after its last frame an unwatched ingest camera counts as idle.
+const IDLE_AFTER_LAST_FRAME: Duration = Duration::from_secs(1);
 
 /// Shared between the ingest connection's reading task and its sending task.
 #[derive(Default)]
@@ -37,6 +39,9 @@ struct IngestControl {
     /// Set when reading ends: the close to send, if any (`Some(None)`: just stop).
     finished: RefCell<Option<Option<(u16, String)>>>,
     sender_done: Cell<bool>,
+    /// Whether the ring is marked idle (nobody watches and the camera stopped sending).
+    ring_idle: Cell<bool>,
+    last_frame: Cell<Option<monoio::time::Instant>>,
 }
 
 impl IngestControl {
@@ -160,6 +165,10 @@ async fn receive_frames<R: monoio::io::AsyncReadRent>(
                     return Some(refusal);
                 }
                 bump(&worker.counters.ingest_frames, 1);
+                control.last_frame.set(Some(monoio::time::Instant::now()));
+                if control.ring_idle.replace(false) {
+                    writer.borrow().set_idle(false);
+                }
             }
             Incoming::Text(_) | Incoming::Pong => {}
             Incoming::Ping(payload) => {
@@ -239,9 +248,9 @@ async fn send_demand<W: AsyncWriteRent>(
             }
         }
         let watched = demand.viewers(DEFAULT_CELL_EXPIRY) > 0;
+        mark_idle(&control, &writer.borrow(), watched);
         if told != Some(watched) || told_at.elapsed() >= DEMAND_REPEAT {
             if told != Some(watched) {
-                writer.borrow().set_idle(!watched);
                 tracing::info!(
                     "ingest camera told {}",
                     if watched { "1 (send)" } else { "0 (stop)" }
@@ -271,4 +280,17 @@ async fn send_demand<W: AsyncWriteRent>(
     }
     control.sender_done.set(true);
     control.wake();
+}
+
+/// The ring is idle (not offline) while nobody watches and the camera has stopped sending, as a
+/// local on-demand capture's would be.
+fn mark_idle(control: &IngestControl, writer: &RingWriter, watched: bool) {
+    let quiet = control
+        .last_frame
+        .get()
+        .map_or(true, |at| at.elapsed() >= IDLE_AFTER_LAST_FRAME);
+    let idle = !watched && quiet;
+    if control.ring_idle.replace(idle) != idle {
+        writer.set_idle(idle);
+    }
 }

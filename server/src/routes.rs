@@ -125,7 +125,7 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
         )
         .await;
     }
-    if request.method != "GET" && request.method != "HEAD" {
+    if request.method != "GET" {
         return refuse(
             &worker,
             stream,

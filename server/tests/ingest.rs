@@ -66,8 +66,19 @@ fn ingest_reaches_viewers(ingest_path: &str, viewer_path: &str) {
     )
     .expect("second ingest answered");
     assert_eq!(second.status, 409, "a second writer for cam9 gets 409");
+    assert_eq!(
+        server.camera_field("cam9", "status"),
+        Some(serde_json::json!("online"))
+    );
     drop(viewer);
     wait_demand(&mut camera, b"0");
+    wait_for("the unwatched, quiet ingest camera to be idle", || {
+        (server.camera_field("cam9", "status")? == "idle").then_some(())
+    });
+    drop(camera);
+    wait_for("the ingest camera offline once it left", || {
+        (server.camera_field("cam9", "status")? == "offline").then_some(())
+    });
 }
 
 #[test]
