@@ -15,7 +15,7 @@ use crate::pipeline::{Pipeline, PipelineOptions, Processed};
 use crate::push::{PushSink, PushUrl};
 use crate::sink::{RingSink, Sink};
 use crate::source::{self, SourceOptions};
-use crate::stats::{Reporter, Stats};
+use crate::stats::{LogLimit, Reporter, Stats};
 use crate::supervisor::{self, Control, SourceEvent};
 use crate::CaptureError;
 
@@ -72,6 +72,7 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
         stats,
         fps_milli,
         format: VideoFormat::default(),
+        corrupt_warnings: LogLimit::new(REPORT_EVERY),
     };
     let demand = if args.on_demand { demand } else { None };
     let ended = capture.run_loop(&rx, &control, demand.as_deref(), args, &shutdown);
@@ -151,6 +152,7 @@ struct Capture {
     stats: Arc<Stats>,
     fps_milli: u32,
     format: VideoFormat,
+    corrupt_warnings: LogLimit,
 }
 
 impl Capture {
@@ -169,38 +171,59 @@ impl Capture {
                 return Ended::Signal;
             }
             self.sink.heartbeat();
-            if let Some(demand) = demand {
-                let generation = demand.generation();
-                match idle_rule.update(demand.watched(), Instant::now()) {
-                    Some(Transition::GoIdle) => {
-                        info!("nobody is watching: idling");
-                        control.pause();
-                        self.sink.set_idle(true);
-                    }
-                    Some(Transition::Resume) => {
-                        info!("a viewer arrived: capturing");
-                        control.resume();
-                        self.sink.set_idle(false);
-                    }
-                    None => {}
+            let idle = match demand {
+                Some(demand) => self.follow_demand(demand, &mut idle_rule, control, frames),
+                None => false,
+            };
+            if !idle {
+                match frames.recv_timeout(TICK) {
+                    Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
+                    Ok(SourceEvent::Finished) => return Ended::InputFinished,
+                    Err(RecvTimeoutError::Disconnected) => return Ended::SourceLost,
+                    Err(RecvTimeoutError::Timeout) => {}
                 }
-                if idle_rule.is_idle() {
-                    // Frames already on their way when the pause came are stale: drop them.
-                    while frames.try_recv().is_ok() {}
-                    demand.wait_for_change(generation, TICK);
-                    continue;
-                }
-            }
-            match frames.recv_timeout(TICK) {
-                Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
-                Ok(SourceEvent::Finished) => return Ended::InputFinished,
-                Err(RecvTimeoutError::Disconnected) => return Ended::SourceLost,
-                Err(RecvTimeoutError::Timeout) => {}
             }
             if reporter.seconds_since_report(Instant::now()) >= REPORT_EVERY.as_secs_f64() {
-                info!("{}", reporter.line(self.stats.snapshot(), Instant::now()));
+                let line = reporter.line(self.stats.snapshot(), Instant::now());
+                if idle {
+                    info!("idle, nobody is watching; {line}");
+                } else {
+                    info!("{line}");
+                }
             }
         }
+    }
+
+    /// Pauses or resumes the source as demand says; while idle, waits (up to one tick) for
+    /// demand to change. Returns whether capture is idle.
+    fn follow_demand(
+        &mut self,
+        demand: &dyn Demand,
+        idle_rule: &mut IdleRule,
+        control: &Control,
+        frames: &Receiver<SourceEvent>,
+    ) -> bool {
+        let generation = demand.generation();
+        match idle_rule.update(demand.watched(), Instant::now()) {
+            Some(Transition::GoIdle) => {
+                info!("nobody is watching: idling");
+                control.pause();
+                self.sink.set_idle(true);
+            }
+            Some(Transition::Resume) => {
+                info!("a viewer arrived: capturing");
+                control.resume();
+                self.sink.set_idle(false);
+            }
+            None => {}
+        }
+        if !idle_rule.is_idle() {
+            return false;
+        }
+        // Frames already on their way when the pause came are stale: drop them.
+        while frames.try_recv().is_ok() {}
+        demand.wait_for_change(generation, TICK);
+        true
     }
 
     fn handle(&mut self, frame: &source::Captured) {
@@ -228,7 +251,9 @@ impl Capture {
             }
             Processed::Corrupt(reason) => {
                 self.stats.corrupt.fetch_add(1, Relaxed);
-                warn!("dropped a corrupt frame: {reason}");
+                if self.corrupt_warnings.allow(Instant::now()) {
+                    warn!("dropped a corrupt frame: {reason} (further ones are counted in the periodic line)");
+                }
             }
         }
     }

@@ -20,11 +20,16 @@ pub trait Sink {
 pub struct RingSink {
     writer: RingWriter,
     stats: std::sync::Arc<crate::stats::Stats>,
+    too_large_warnings: crate::stats::LogLimit,
 }
 
 impl RingSink {
     pub fn new(writer: RingWriter, stats: std::sync::Arc<crate::stats::Stats>) -> RingSink {
-        RingSink { writer, stats }
+        RingSink {
+            writer,
+            stats,
+            too_large_warnings: crate::stats::LogLimit::new(std::time::Duration::from_secs(10)),
+        }
     }
 }
 
@@ -42,7 +47,9 @@ impl Sink for RingSink {
             }
             Err(e) => {
                 self.stats.rejected.fetch_add(1, Relaxed);
-                warn!("frame not published: {e} (raise --max-frame-bytes or lower --quality)");
+                if self.too_large_warnings.allow(std::time::Instant::now()) {
+                    warn!("frame not published: {e} (raise --max-frame-bytes or lower --quality)");
+                }
             }
         }
     }

@@ -2,7 +2,7 @@
 //! log line made from them.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -38,6 +38,29 @@ impl Stats {
             push_dropped: self.push_dropped.load(Relaxed),
             rejected: self.rejected.load(Relaxed),
         }
+    }
+}
+
+/// At most one log line per period for a message that could otherwise repeat every frame.
+#[derive(Debug)]
+pub struct LogLimit {
+    period: Duration,
+    last: Option<Instant>,
+}
+
+impl LogLimit {
+    pub fn new(period: Duration) -> LogLimit {
+        LogLimit { period, last: None }
+    }
+
+    pub fn allow(&mut self, now: Instant) -> bool {
+        let due = self
+            .last
+            .map_or(true, |last| now.duration_since(last) >= self.period);
+        if due {
+            self.last = Some(now);
+        }
+        due
     }
 }
 
@@ -81,5 +104,21 @@ impl Reporter {
         self.last = now;
         self.since = at;
         line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_limited_message_is_logged_once_per_period() {
+        let start = Instant::now();
+        let mut limit = LogLimit::new(Duration::from_secs(10));
+        let allowed: Vec<bool> = [0, 1, 9, 10, 15, 21]
+            .iter()
+            .map(|&s| limit.allow(start + Duration::from_secs(s)))
+            .collect();
+        assert_eq!(allowed, [true, false, false, true, false, true]);
     }
 }
