@@ -127,9 +127,12 @@ fn open_sink(
 }
 
 fn sink_description(args: &Args, camera: &CameraId) -> String {
-    ringbuf::ring_path(&args.ring_dir, camera)
-        .display()
-        .to_string()
+    match &args.push {
+        Some(url) => format!("the ringcast server at {url}"),
+        None => ringbuf::ring_path(&args.ring_dir, camera)
+            .display()
+            .to_string(),
+    }
 }
 
 /// Lets the source thread finish if it does so within `grace`; a source stuck in a read is left
