@@ -26,7 +26,7 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// How long to wait for the source thread to let go of the camera when stopping.
 const SOURCE_STOP_GRACE: Duration = Duration::from_millis(500);
 
-/// Why capture ended without an error.
+/// How the main loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
     Signal,

@@ -165,12 +165,12 @@ fn pushed_frames_arrive_intact_with_the_token_and_pushing_resumes_after_the_rece
 #[test]
 fn a_slow_receiver_makes_the_pusher_drop_frames_not_grow_its_memory() {
     let port = free_port();
-    let receiver = Receiver::start(port, Duration::from_millis(50), Some(8 << 10));
+    let receiver = Receiver::start(port, Duration::from_millis(100), Some(8 << 10));
     let capture = push_capture(
         port,
         &["--size", "1280x720", "--fps", "30", "--quality", "95"],
     );
-    receiver.wait_frames(40);
+    receiver.wait_frames(30);
     let rss = rss_kib(capture.pid());
     let frames = receiver.shared.frames.lock().unwrap();
     let numbers: Vec<u64> = frames

@@ -71,7 +71,7 @@ fn flags_are_also_read_from_the_environment() {
         .env("RINGCAST_SIZE", "320x240")
         .env("RINGCAST_FPS", "20")
         .env("RINGCAST_RING_DIR", dir.path())
-        .env("RINGCAST_TIMESTAMP", "true")
+        .env("RINGCAST_TIMESTAMP", "1")
         .spawn()
         .unwrap();
     let _guard = Running {
