@@ -148,39 +148,69 @@ fn serve_mjpeg(
 ) -> std::io::Result<()> {
     socket.set_nonblocking(false)?;
     let mut request = [0u8; 2048];
-    let _ = socket.read(&mut request)?;
-    socket.write_all(
-        b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n",
-    )?;
+    let n = socket.read(&mut request)?;
+    let request = String::from_utf8_lossy(&request[..n]).into_owned();
+    // `/chunked…` answers with Transfer-Encoding: chunked, as some cameras and proxies do;
+    // a path with `/private` wants Basic credentials user:pw.
+    let chunked = request.starts_with("GET /chunked");
+    if request.contains("/private") && !request.contains("Authorization: Basic dXNlcjpwdw==") {
+        return socket.write_all(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n");
+    }
+    let mut out = Body { socket, chunked };
+    out.socket.write_all(if chunked {
+        b"HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\nTransfer-Encoding: chunked\r\n\r\n"
+    } else {
+        b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n"
+    })?;
     let mut n: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let jpeg = make_jpeg(160, 120, seed_base.wrapping_add(n as u8));
         if n % 7 == 0 {
-            socket.write_all(
-                b"--frame\r\nContent-Type: text/plain\r\n\r\nnot a picture \xff\xd9\r\n",
-            )?;
+            out.write(b"--frame\r\nContent-Type: text/plain\r\n\r\nnot a picture \xff\xd9\r\n")?;
         }
         if n % 11 == 0 {
-            socket.write_all(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n")?;
-            socket.write_all(&jpeg[..jpeg.len() / 2])?;
-            socket.write_all(b"\r\n")?;
+            out.write(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n")?;
+            out.write(&jpeg[..jpeg.len() / 2])?;
+            out.write(b"\r\n")?;
         }
         sent.lock().unwrap().insert(jpeg.clone());
         if n % 2 == 0 {
-            write!(
-                socket,
-                "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
-                jpeg.len()
+            out.write(
+                format!(
+                    "--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                    jpeg.len()
+                )
+                .as_bytes(),
             )?;
         } else {
-            socket.write_all(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n")?;
+            out.write(b"--frame\r\nContent-Type: image/jpeg\r\n\r\n")?;
         }
-        socket.write_all(&jpeg)?;
-        socket.write_all(b"\r\n")?;
+        // Split the JPEG in two writes, so chunk borders fall inside it.
+        out.write(&jpeg[..jpeg.len() / 3])?;
+        out.write(&jpeg[jpeg.len() / 3..])?;
+        out.write(b"\r\n")?;
         std::thread::sleep(Duration::from_millis(33));
     }
     Ok(())
+}
+
+/// The response body, plain or in HTTP chunks.
+struct Body {
+    socket: TcpStream,
+    chunked: bool,
+}
+
+impl Body {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        if self.chunked {
+            write!(self.socket, "{:x}\r\n", bytes.len())?;
+            self.socket.write_all(bytes)?;
+            self.socket.write_all(b"\r\n")
+        } else {
+            self.socket.write_all(bytes)
+        }
+    }
 }
 
 #[test]
@@ -321,4 +351,26 @@ fn a_hung_source_does_not_keep_capture_from_stopping_on_sigterm() {
         reader.writer_status(Duration::from_secs(5)),
         ringbuf::WriterStatus::Offline(_)
     ));
+}
+
+#[test]
+fn a_chunked_mjpeg_stream_behind_basic_auth_is_read() {
+    let port = free_port();
+    let sent = Arc::new(Mutex::new(HashSet::new()));
+    let _camera = MjpegCamera::start(port, 50, Arc::clone(&sent));
+    let dir = tempfile::tempdir().unwrap();
+    let ring_dir = dir.path().to_str().unwrap();
+    let url = format!("http://user:pw@127.0.0.1:{port}/chunked/private");
+    let _capture = capture(&[
+        "--camera",
+        "chunked",
+        "--source",
+        &url,
+        "--ring-dir",
+        ring_dir,
+    ]);
+    let mut reader = open_ring(dir.path(), "chunked");
+    for (_, jpeg) in read_frames(&mut reader, 10) {
+        assert!(sent.lock().unwrap().contains(&without_timing(&jpeg)));
+    }
 }
