@@ -9,6 +9,10 @@
 //! - frame numbers a reader returns strictly increase, and its `skipped` counter equals the sum of
 //!   the gaps between them (counted from where it started), exactly;
 //! - once the writer is done, each reader reaches the last frame.
+//!
+//! The model has teeth: deleting either fence of the protocol (the writer's Release fence after
+//! the odd mark, or the reader's Acquire fence before the re-check) makes every scenario below
+//! fail with "torn frame accepted".
 
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
@@ -17,8 +21,9 @@ use loom::thread;
 use crate::seqlock::{publish, Cursor, Read, RingMemory, SlotMeta, SlotRef, WORD};
 use crate::types::{FrameNo, WallNanos};
 
-/// Two payload words: enough for a copy to be torn between them.
-const PAYLOAD_WORDS: usize = 2;
+/// One payload word, whose bytes and length both differ between frames: a copy mixing two frames'
+/// payload, length or number is caught. (Each extra word multiplies the interleavings.)
+const PAYLOAD_WORDS: usize = 1;
 
 struct HeapRing {
     head: AtomicU64,
@@ -59,11 +64,7 @@ impl RingMemory for HeapRing {
 /// Frame `n`'s payload: every byte says `n`, and its length depends on `n`, so a copy mixing two
 /// frames, or a length from one frame with bytes of another, is caught.
 fn payload_of(n: u64) -> Vec<u8> {
-    let len = if n % 2 == 0 {
-        PAYLOAD_WORDS * WORD
-    } else {
-        WORD + 3
-    };
+    let len = if n % 2 == 0 { WORD } else { WORD - 3 };
     vec![n as u8; len]
 }
 
@@ -107,28 +108,50 @@ impl Follower {
     }
 }
 
-/// Two readers race the writer for a bounded number of reads each (no spinning, which would make
-/// the state space unbounded); after the writer is done, each must reach exactly the last frame.
-fn model(slots: usize, frames: u64, reads_per_reader: usize) {
+/// The shape of one model run.
+struct Scenario {
+    slots: usize,
+    /// Frames published in all; frame 1 before the readers start, the rest racing them.
+    frames: u64,
+    readers: usize,
+    /// Reads each reader makes while the writer runs (bounded: spinning would make the state
+    /// space infinite). After the writer is done, each reader reads on to the last frame.
+    racing_reads: usize,
+    /// Preemptions loom explores per execution (LOOM_MAX_PREEMPTIONS overrides): each extra
+    /// reader multiplies the interleavings, so wider scenarios get a tighter bound.
+    preemptions: usize,
+}
+
+fn model(scenario: Scenario) {
+    let Scenario {
+        slots,
+        frames,
+        readers,
+        racing_reads,
+        preemptions,
+    } = scenario;
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
-        builder.preemption_bound = Some(2);
+        builder.preemption_bound = Some(preemptions);
     }
     builder.check(move || {
         let ring = Arc::new(HeapRing::new(slots));
-        let readers: Vec<_> = (0..2)
+        // Frame 1 is there before the readers start, so the racing part is short enough to
+        // explore: the writer then publishes the rest, lapping the ring.
+        publish(&*ring, FrameNo(1), &payload_of(1), WallNanos(10));
+        let readers: Vec<_> = (0..readers)
             .map(|_| {
                 let ring = Arc::clone(&ring);
                 thread::spawn(move || {
                     let mut follower = Follower::new();
-                    for _ in 0..reads_per_reader {
+                    for _ in 0..racing_reads {
                         follower.read_once(&ring);
                     }
                     follower
                 })
             })
             .collect();
-        for n in 1..=frames {
+        for n in 2..=frames {
             publish(&*ring, FrameNo(n), &payload_of(n), WallNanos(n * 10));
         }
         for reader in readers {
@@ -144,11 +167,34 @@ fn model(slots: usize, frames: u64, reads_per_reader: usize) {
 }
 
 #[test]
-fn loom_two_slots_writer_laps_two_readers() {
-    model(2, 3, 1);
+fn loom_writer_laps_one_reader_on_two_slots() {
+    model(Scenario {
+        slots: 2,
+        frames: 3,
+        readers: 1,
+        racing_reads: 2,
+        preemptions: 2,
+    });
 }
 
 #[test]
-fn loom_three_slots_readers_may_keep_up_or_skip() {
-    model(3, 4, 1);
+fn loom_one_reader_keeps_up_or_skips_on_three_slots() {
+    model(Scenario {
+        slots: 3,
+        frames: 5,
+        readers: 1,
+        racing_reads: 3,
+        preemptions: 2,
+    });
+}
+
+#[test]
+fn loom_two_readers_race_the_writer_through_slot_reuse() {
+    model(Scenario {
+        slots: 2,
+        frames: 3,
+        readers: 2,
+        racing_reads: 1,
+        preemptions: 1,
+    });
 }
