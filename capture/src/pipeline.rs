@@ -38,6 +38,8 @@ pub struct Pipeline {
     drop_same: Option<DropSame>,
     orienter: Option<Orienter>,
     stamper: Option<Stamper>,
+    /// Kept, not made per frame: reading a header is cheap, setting up a decompressor is not.
+    headers: turbojpeg::Decompressor,
     out: Vec<u8>,
 }
 
@@ -59,6 +61,7 @@ impl Pipeline {
                 .then(|| DropSame::new(options.drop_same_frames)),
             orienter,
             stamper,
+            headers: turbojpeg::Decompressor::new()?,
             out: Vec::new(),
         })
     }
@@ -89,7 +92,7 @@ impl Pipeline {
             }
             jpeg = &stamped;
         }
-        let header = match turbojpeg::read_header(jpeg) {
+        let header = match self.headers.read_header(jpeg) {
             Ok(header) => header,
             Err(e) => return Processed::Corrupt(format!("unreadable JPEG header: {e}")),
         };
