@@ -4,7 +4,7 @@
 use ringbuf::frame::{check_jpeg, insert_timing, FrameTiming};
 use ringbuf::FrameNo;
 
-use crate::cli::{Flip, Rotation};
+use crate::cli::{Flip, Rotation, Size};
 use crate::source::wall_clock_text;
 use crate::source::Captured;
 use crate::transform::{combined_op, Orienter, Stamper};
@@ -75,6 +75,19 @@ impl Pipeline {
                 return Processed::Unchanged;
             }
         }
+        let header = match self.headers.read_header(&frame.jpeg) {
+            Ok(header) => header,
+            Err(e) => return Processed::Corrupt(format!("unreadable JPEG header: {e}")),
+        };
+        let (mut width, mut height) = (header.width, header.height);
+        let limit = Size::MAX as usize;
+        if width == 0 || height == 0 || width > limit || height > limit {
+            // Decoding (for --timestamp, --rotate) would allocate for whatever a corrupt
+            // header claims; viewers could not use such a frame either.
+            return Processed::Corrupt(format!(
+                "picture size {width}x{height} is outside 1 to {limit} pixels a side"
+            ));
+        }
         let oriented;
         let mut jpeg: &[u8] = &frame.jpeg;
         if let Some(orienter) = &mut self.orienter {
@@ -83,6 +96,9 @@ impl Pipeline {
                 Err(e) => return Processed::Corrupt(format!("cannot rotate or flip: {e}")),
             }
             jpeg = &oriented;
+            if orienter.swaps_axes() {
+                (width, height) = (height, width);
+            }
         }
         let stamped;
         if let Some(stamper) = &mut self.stamper {
@@ -92,10 +108,6 @@ impl Pipeline {
             }
             jpeg = &stamped;
         }
-        let header = match self.headers.read_header(jpeg) {
-            Ok(header) => header,
-            Err(e) => return Processed::Corrupt(format!("unreadable JPEG header: {e}")),
-        };
         let timing = FrameTiming {
             frame_no,
             capture: frame.capture,
@@ -105,8 +117,8 @@ impl Pipeline {
         }
         Processed::Publish {
             jpeg: &self.out,
-            width: header.width as u32,
-            height: header.height as u32,
+            width: width as u32,
+            height: height as u32,
         }
     }
 }

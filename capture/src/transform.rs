@@ -51,6 +51,11 @@ impl Orienter {
         })
     }
 
+    /// Whether the output is the input's height wide and width high.
+    pub fn swaps_axes(&self) -> bool {
+        swaps_axes(self.op)
+    }
+
     pub fn apply(&mut self, jpeg: &[u8]) -> Result<Vec<u8>, turbojpeg::Error> {
         let mut lossless = Transform::op(self.op);
         lossless.perfect = true;

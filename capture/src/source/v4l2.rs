@@ -371,7 +371,7 @@ impl RawEncoder {
 /// Packed YUYV (4:2:2) to turbojpeg's planar layout. `false` if `data` is too short.
 pub fn yuyv_to_planar(data: &[u8], w: usize, h: usize, stride: usize, out: &mut Vec<u8>) -> bool {
     let cw = w.div_ceil(2);
-    if w % 2 != 0 || data.len() < stride * (h - 1) + w * 2 {
+    if w == 0 || h == 0 || w % 2 != 0 || data.len() < stride * (h - 1) + w * 2 {
         return false;
     }
     out.resize(w * h + 2 * cw * h, 0);
@@ -393,7 +393,7 @@ pub fn yuyv_to_planar(data: &[u8], w: usize, h: usize, stride: usize, out: &mut 
 pub fn nv12_to_planar(data: &[u8], w: usize, h: usize, stride: usize, out: &mut Vec<u8>) -> bool {
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let uv_start = stride * h;
-    if data.len() < uv_start + stride * (ch - 1) + cw * 2 {
+    if w == 0 || h == 0 || data.len() < uv_start + stride * (ch - 1) + cw * 2 {
         return false;
     }
     out.resize(w * h + 2 * cw * ch, 0);
