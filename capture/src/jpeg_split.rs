@@ -237,4 +237,33 @@ mod tests {
         assert!(matches!(frames[0], Split::Broken(_)));
         assert_eq!(frames[1], Split::Frame(jpeg(2)));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_split_without_panicking_into_well_formed_frames(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),
+            chunk in 1usize..64,
+        ) {
+            for split in split_all(&input, chunk) {
+                if let Split::Frame(frame) = split {
+                    proptest::prop_assert!(frame.starts_with(&[0xFF, 0xD8]));
+                    proptest::prop_assert!(frame.ends_with(&[0xFF, 0xD9]));
+                }
+            }
+        }
+
+        #[test]
+        fn frames_survive_any_garbage_between_them(
+            garbage in proptest::collection::vec(0u8..0xFF, 0..200),
+            chunk in 1usize..64,
+        ) {
+            // Garbage without 0xFF cannot start a marker; the frames around it come out intact.
+            let stream = [jpeg(1), garbage.clone(), jpeg(2), garbage, jpeg(3)].concat();
+            let frames = split_all(&stream, chunk);
+            proptest::prop_assert_eq!(
+                frames,
+                vec![Split::Frame(jpeg(1)), Split::Frame(jpeg(2)), Split::Frame(jpeg(3))]
+            );
+        }
+    }
 }
