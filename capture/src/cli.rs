@@ -70,8 +70,9 @@ pub struct Args {
     #[arg(long, env = "RINGCAST_PUSH")]
     pub push: Option<String>,
 
-    /// The server's ingest token.
-    #[arg(long, env = "RINGCAST_PUSH_TOKEN", requires = "push")]
+    /// The server's ingest token (sent as `Authorization: Bearer`). Prefer the environment
+    /// variable: a command line is visible to every user in `ps`.
+    #[arg(long, env = "RINGCAST_PUSH_TOKEN", hide_env_values = true, requires = "push")]
     pub push_token: Option<String>,
 
     /// Capture only while someone watches (local: the demand file; with --push: the server's
