@@ -72,7 +72,12 @@ pub struct Args {
 
     /// The server's ingest token (sent as `Authorization: Bearer`). Prefer the environment
     /// variable: a command line is visible to every user in `ps`.
-    #[arg(long, env = "RINGCAST_PUSH_TOKEN", hide_env_values = true, requires = "push")]
+    #[arg(
+        long,
+        env = "RINGCAST_PUSH_TOKEN",
+        hide_env_values = true,
+        requires = "push"
+    )]
     pub push_token: Option<String>,
 
     /// Capture only while someone watches (local: the demand file; with --push: the server's

@@ -86,6 +86,9 @@ struct Slot {
     frame: Mutex<Option<Vec<u8>>>,
     filled: Condvar,
     stop: AtomicBool,
+    /// Frames are only kept while a connection is up: after a reconnect the first frame sent
+    /// is a fresh one, not whatever was left over from before the outage.
+    connected: AtomicBool,
 }
 
 impl Slot {
@@ -150,6 +153,9 @@ impl Sink for PushSink {
 
     fn publish(&mut self, jpeg: &[u8], _capture: WallNanos) {
         self.next = self.next.next();
+        if !self.slot.connected.load(Relaxed) {
+            return;
+        }
         let mut slot = self.slot.lock();
         if slot.replace(jpeg.to_vec()).is_some() {
             self.stats.push_dropped.fetch_add(1, Relaxed);
@@ -209,7 +215,11 @@ impl Sender {
                     info!("pushing to {target}");
                     // A new connection starts watched; the server says `0` if nobody is.
                     self.demand.set(true);
-                    self.pump(socket, &mut backoff)
+                    self.slot.connected.store(true, Relaxed);
+                    let end = self.pump(socket, &mut backoff);
+                    self.slot.connected.store(false, Relaxed);
+                    self.slot.lock().take();
+                    end
                 }
                 Err(reason) => LinkEnd::Lost(reason),
             };
@@ -395,6 +405,7 @@ mod tests {
     fn the_newest_frame_wins_and_replaced_frames_are_counted() {
         let stats = Arc::new(Stats::default());
         let slot = Arc::new(Slot::default());
+        slot.connected.store(true, Relaxed);
         let mut sink = PushSink {
             slot: Arc::clone(&slot),
             next: FrameNo(1),
@@ -407,5 +418,10 @@ mod tests {
         assert_eq!(slot.take(Duration::ZERO), Some(b"c".to_vec()));
         assert_eq!(stats.push_dropped.load(Relaxed), 2);
         assert_eq!(sink.next_frame_no(), FrameNo(4));
+
+        // While disconnected nothing is kept, so nothing stale is sent after a reconnect.
+        slot.connected.store(false, Relaxed);
+        sink.publish(b"d", WallNanos(0));
+        assert_eq!(slot.take(Duration::ZERO), None);
     }
 }
