@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ringbuf::{FrameNo, VideoFormat, WallNanos};
+use ringbuf::{FrameNo, VideoFormat, WallNanos, WriterState};
 use tracing::{info, warn};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
@@ -168,7 +168,7 @@ impl Sink for PushSink {
     // simply sends nothing.
     fn heartbeat(&self) {}
 
-    fn set_idle(&self, _idle: bool) {}
+    fn set_state(&self, _state: WriterState) {}
 
     fn set_video_format(&self, _format: VideoFormat) {}
 }

@@ -6,7 +6,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringbuf::{CameraId, RingGeometry, RingWriter, VideoFormat};
+use ringbuf::{CameraId, RingGeometry, RingWriter, VideoFormat, WriterState};
 use tracing::{info, warn};
 
 use crate::cli::Args;
@@ -181,6 +181,7 @@ impl Capture {
             if !idle {
                 match frames.recv_timeout(TICK) {
                     Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
+                    Ok(SourceEvent::Lost) => self.sink.set_state(WriterState::SourceDown),
                     Ok(SourceEvent::Finished) => return Ended::InputFinished,
                     Err(RecvTimeoutError::Disconnected) => return Ended::SourceLost,
                     Err(RecvTimeoutError::Timeout) => {}
@@ -211,12 +212,12 @@ impl Capture {
             Some(Transition::GoIdle) => {
                 info!("nobody is watching: idling");
                 control.pause();
-                self.sink.set_idle(true);
+                self.sink.set_state(WriterState::Idle);
             }
             Some(Transition::Resume) => {
                 info!("a viewer arrived: capturing");
                 control.resume();
-                self.sink.set_idle(false);
+                self.sink.set_state(WriterState::Streaming);
             }
             None => {}
         }

@@ -1,6 +1,6 @@
 //! Where processed frames go: the local ring, or a remote server (see [`crate::push`]).
 
-use ringbuf::{FrameNo, RingWriter, VideoFormat, WallNanos};
+use ringbuf::{FrameNo, RingWriter, VideoFormat, WallNanos, WriterState};
 use tracing::warn;
 
 /// A destination for frames, and for the signs of life readers judge the camera by.
@@ -12,7 +12,8 @@ pub trait Sink {
     fn publish(&mut self, jpeg: &[u8], capture: WallNanos);
     /// Alive, even though no frame comes (reconnecting, idle).
     fn heartbeat(&self);
-    fn set_idle(&self, idle: bool);
+    /// Idle, or source down; publishing a frame means streaming again.
+    fn set_state(&self, state: WriterState);
     fn set_video_format(&self, format: VideoFormat);
 }
 
@@ -58,8 +59,8 @@ impl Sink for RingSink {
         self.writer.heartbeat();
     }
 
-    fn set_idle(&self, idle: bool) {
-        self.writer.set_idle(idle);
+    fn set_state(&self, state: WriterState) {
+        self.writer.set_state(state);
     }
 
     fn set_video_format(&self, format: VideoFormat) {

@@ -17,6 +17,9 @@ use crate::SourceError;
 #[derive(Debug)]
 pub enum SourceEvent {
     Frame(Captured),
+    /// The source failed and is being retried: readers should see the camera offline until the
+    /// next frame.
+    Lost,
     /// The input is finished for good (stdin closed): capture should end.
     Finished,
 }
@@ -127,6 +130,9 @@ fn supervise(mut source: Box<dyn Source>, control: &Control, frames: &SyncSender
                 return;
             }
             Outcome::Failed(e) => {
+                if frames.send(SourceEvent::Lost).is_err() {
+                    return;
+                }
                 let delay = backoff.next_delay();
                 warn!("{what}: {e}; retrying in {} s", delay.as_secs_f32().round());
                 control.sleep(delay);

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
+use ringbuf::{OfflineReason, WriterStatus};
 
 const FFMPEG_FRAMES: usize = 45;
 
@@ -240,11 +241,17 @@ fn an_http_mjpeg_camera_is_passed_through_skipping_garbage_and_recovered_after_a
     }
 
     camera.kill();
-    // Whatever was in flight drains; then nothing comes while the camera is down.
+    // Whatever was in flight drains; then nothing comes while the camera is down, and readers
+    // are told the camera is offline although capture itself is alive.
     while frame_within(&mut reader, Duration::from_millis(500)).is_some() {}
+    let limit = Duration::from_secs(3);
+    wait_for("the ring to say the source is down", || {
+        reader.writer_status(limit) == WriterStatus::Offline(OfflineReason::SourceDown)
+    });
     let _camera = MjpegCamera::start(port, 100, Arc::clone(&sent));
     let (_, jpeg) = frame_within(&mut reader, DEADLINE)
         .expect("capture did not resume after the camera came back");
+    assert_eq!(reader.writer_status(limit), WriterStatus::Online);
     assert!(sent.lock().unwrap().contains(&without_timing(&jpeg)));
     assert_eq!(decode(&jpeg).width, 160);
 }

@@ -56,4 +56,4 @@ pub use mapped::{RingGeometry, MAX_SLOTS, MAX_SLOT_SIZE, MIN_SLOTS};
 #[cfg(not(loom))]
 pub use reader::{OfflineReason, RingInfo, RingReader, WriterStatus};
 #[cfg(not(loom))]
-pub use writer::{RingWriter, VideoFormat};
+pub use writer::{RingWriter, VideoFormat, WriterState};

@@ -36,6 +36,7 @@ pub(crate) const FORMAT_JPEG: u32 = 1;
 pub(crate) const STATE_OFFLINE: u32 = 0;
 pub(crate) const STATE_STREAMING: u32 = 1;
 pub(crate) const STATE_IDLE: u32 = 2;
+pub(crate) const STATE_SOURCE_DOWN: u32 = 3;
 
 /// The header page. Fields up to `camera` are written once, before the file is linked into the
 /// ring directory; the rest change while the writer runs.

@@ -16,6 +16,7 @@ use nix::sys::socket::{send, MsgFlags};
 use crate::futex;
 use crate::mapped::{
     Layout, MappedRing, RingGeometry, RingHeader, HEADER_SIZE, STATE_IDLE, STATE_OFFLINE,
+    STATE_SOURCE_DOWN,
 };
 use crate::seqlock::{Cursor, FrameMeta, Read, ReaderStats};
 use crate::types::{Clock, MonoNanos, SystemClock};
@@ -51,6 +52,8 @@ pub enum OfflineReason {
     ProcessGone { pid: u32 },
     /// The writer's heartbeat is older than the reader's limit (it hangs).
     Silent { for_: Duration },
+    /// The writer is alive but its camera is not: it is retrying the source.
+    SourceDown,
 }
 
 /// A snapshot of a ring's header, for status pages and `ringcast-ringctl`.
@@ -230,10 +233,10 @@ impl RingReader {
         if silent_for > silent_limit {
             return WriterStatus::Offline(OfflineReason::Silent { for_: silent_for });
         }
-        if state == STATE_IDLE {
-            WriterStatus::Idle
-        } else {
-            WriterStatus::Online
+        match state {
+            STATE_IDLE => WriterStatus::Idle,
+            STATE_SOURCE_DOWN => WriterStatus::Offline(OfflineReason::SourceDown),
+            _ => WriterStatus::Online,
         }
     }
 

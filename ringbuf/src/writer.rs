@@ -14,7 +14,8 @@ use crate::dir::{ensure_ring_dir, ring_path};
 use crate::futex;
 use crate::mapped::{
     header_of, write_camera, Layout, MappedRing, RingGeometry, RingHeader, FORMAT_JPEG,
-    HEADER_SIZE, LAYOUT_VERSION, MAGIC, STATE_IDLE, STATE_OFFLINE, STATE_STREAMING,
+    HEADER_SIZE, LAYOUT_VERSION, MAGIC, STATE_IDLE, STATE_OFFLINE, STATE_SOURCE_DOWN,
+    STATE_STREAMING,
 };
 use crate::seqlock;
 use crate::types::{Clock, SystemClock};
@@ -37,6 +38,28 @@ pub struct VideoFormat {
     pub height: u32,
     /// Nominal frames per second, in thousandths (29.97 fps = 29970).
     pub fps_milli: u32,
+}
+
+/// What a live writer tells readers about its camera.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterState {
+    /// Capturing; frames are coming.
+    Streaming,
+    /// Alive but not capturing, because nobody watches (`--on-demand`).
+    Idle,
+    /// Alive, but its source failed (camera unplugged or unreachable) and is being retried.
+    /// Readers report the camera offline. The next published frame means streaming again.
+    SourceDown,
+}
+
+impl WriterState {
+    fn raw(self) -> u32 {
+        match self {
+            WriterState::Streaming => STATE_STREAMING,
+            WriterState::Idle => STATE_IDLE,
+            WriterState::SourceDown => STATE_SOURCE_DOWN,
+        }
+    }
 }
 
 /// The writer of one camera's ring. Holding it means holding the ring file's exclusive lock;
@@ -115,6 +138,9 @@ impl RingWriter {
 
         // Relaxed: counters and times are informational; nothing is published through them.
         let now = SystemClock.mono().0;
+        if header.writer_state.load(Relaxed) != STATE_STREAMING {
+            header.writer_state.store(STATE_STREAMING, Relaxed);
+        }
         header.published_at.store(now, Relaxed);
         header.heartbeat.store(now, Relaxed);
         header.frames_published.fetch_add(1, Relaxed);
@@ -134,13 +160,22 @@ impl RingWriter {
             .store(SystemClock.mono().0, Relaxed);
     }
 
-    /// Idle: alive but not capturing, because nobody watches (`--on-demand`).
-    pub fn set_idle(&self, idle: bool) {
-        let state = if idle { STATE_IDLE } else { STATE_STREAMING };
+    /// Tells readers what the camera is doing; see [`WriterState`]. Publishing a frame sets
+    /// [`WriterState::Streaming`] by itself.
+    pub fn set_state(&self, state: WriterState) {
         let header = self.ring.header();
-        header.writer_state.store(state, Relaxed);
+        header.writer_state.store(state.raw(), Relaxed);
         self.heartbeat();
         wake_readers(header);
+    }
+
+    /// Shorthand for [`set_state`](Self::set_state) with `Idle` or `Streaming`.
+    pub fn set_idle(&self, idle: bool) {
+        self.set_state(if idle {
+            WriterState::Idle
+        } else {
+            WriterState::Streaming
+        });
     }
 
     pub fn set_video_format(&self, format: VideoFormat) {

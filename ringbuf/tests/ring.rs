@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use ringbuf::{
     CameraId, Error, FrameNo, OfflineReason, RingGeometry, RingReader, RingWriter, WallNanos,
-    WriterStatus,
+    WriterState, WriterStatus,
 };
 
 fn camera() -> CameraId {
@@ -138,7 +138,7 @@ fn newest_returns_the_head_without_moving_the_cursor() {
 }
 
 #[test]
-fn writer_status_follows_stop_heartbeat_and_idle() {
+fn writer_status_follows_stop_heartbeat_idle_and_source() {
     let dir = tempfile::tempdir().unwrap();
     let writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
     let reader = RingReader::open(writer.path()).unwrap();
@@ -152,6 +152,14 @@ fn writer_status_follows_stop_heartbeat_and_idle() {
     ));
     writer.set_idle(true);
     assert_eq!(reader.writer_status(limit), WriterStatus::Idle);
+    writer.set_state(WriterState::SourceDown);
+    assert_eq!(
+        reader.writer_status(limit),
+        WriterStatus::Offline(OfflineReason::SourceDown)
+    );
+    let mut writer = writer;
+    writer.publish(b"back", WallNanos(1)).unwrap();
+    assert_eq!(reader.writer_status(limit), WriterStatus::Online);
     drop(writer);
     assert_eq!(
         reader.writer_status(limit),

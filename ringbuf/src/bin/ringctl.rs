@@ -78,6 +78,9 @@ fn status_detail(status: WriterStatus) -> String {
         WriterStatus::Offline(OfflineReason::ProcessGone { pid }) => {
             format!("offline (writer pid {pid} is gone)")
         }
+        WriterStatus::Offline(OfflineReason::SourceDown) => {
+            "offline (the writer is retrying its camera)".into()
+        }
         WriterStatus::Offline(OfflineReason::Silent { for_ }) => {
             format!("offline (no heartbeat for {:.1} s)", for_.as_secs_f64())
         }
