@@ -9,7 +9,7 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use memmap2::MmapMut;
 
-use crate::dir::{demand_path, ensure_ring_dir};
+use crate::dir::{demand_path, ensure_ring_dir, open_regular, Access};
 use crate::futex;
 use crate::types::{Clock, MonoNanos, SystemClock};
 use crate::{CameraId, Error};
@@ -207,14 +207,7 @@ impl Drop for DemandCell {
 }
 
 fn open_or_create(path: &Path) -> Result<File, Error> {
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(DEMAND_MODE)
-        .open(path)
-        .map_err(Error::io(path))?;
+    let file = open_regular(path, Access::Create { mode: DEMAND_MODE })?;
     let len = file.metadata().map_err(Error::io(path))?.len();
     if len < FILE_SIZE as u64 {
         // Only a file we (or a racing peer) just created is this short; growing it zero-fills.

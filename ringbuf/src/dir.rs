@@ -1,9 +1,9 @@
 //! The ring directory convention shared by capture and server: one `<camera>.ring` (and its
 //! `<camera>.demand`) per camera in one directory.
 
-use std::fs::{self, DirBuilder};
+use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{CameraId, Error};
@@ -54,4 +54,40 @@ pub fn scan_ring_dir(dir: &Path) -> Result<Vec<(CameraId, PathBuf)>, Error> {
         .collect();
     rings.sort();
     Ok(rings)
+}
+
+/// How a ring or demand file is opened.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    ReadOnly,
+    ReadWrite,
+    /// Read-write, created (with `mode`) if missing.
+    Create {
+        mode: u32,
+    },
+}
+
+/// Opens a file of the ring directory, refusing anything but a regular file. O_NONBLOCK keeps a
+/// FIFO or device planted under a ring's name from blocking the open; on a regular file it
+/// changes nothing (the rings are only ever mapped).
+pub(crate) fn open_regular(path: &Path, access: Access) -> Result<File, Error> {
+    let mut options = File::options();
+    options.read(true).custom_flags(libc::O_NONBLOCK);
+    match access {
+        Access::ReadOnly => {}
+        Access::ReadWrite => {
+            options.write(true);
+        }
+        Access::Create { mode } => {
+            options.write(true).create(true).truncate(false).mode(mode);
+        }
+    }
+    let file = options.open(path).map_err(Error::io(path))?;
+    let is_file = file.metadata().map_err(Error::io(path))?.is_file();
+    if !is_file {
+        return Err(Error::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    Ok(file)
 }

@@ -14,6 +14,9 @@ pub enum Error {
     #[error("{}: another writer{} holds this ring", path.display(), pid_suffix(*pid))]
     WriterBusy { path: PathBuf, pid: Option<u32> },
 
+    #[error("{}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+
     #[error("{}: not a ringcast ring (bad magic)", path.display())]
     BadMagic { path: PathBuf },
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 use crate::seqlock::{RingMemory, SlotMeta, SlotRef, WORD};
-use crate::{CameraId, Error};
+use crate::{CameraId, Error, FrameNo};
 
 #[cfg(target_endian = "big")]
 compile_error!("the ring file format is little-endian; big-endian hosts are not supported");
@@ -192,6 +192,10 @@ impl Layout {
             });
         }
         let camera = read_camera(header).map_err(|e| bad(e.to_string()))?;
+        let head = header.head.load(Relaxed);
+        if head > FrameNo::MAX_VALID.0 {
+            return Err(bad(format!("head {head} is beyond any real frame number")));
+        }
         Ok((layout, camera))
     }
 }

@@ -1,7 +1,6 @@
 //! A reader of one ring: maps the file read-only, checks it, and follows the writer with its
 //! own cursor.
 
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use memmap2::Mmap;
 use nix::sys::socket::{send, MsgFlags};
 
+use crate::dir::{open_regular, Access};
 use crate::futex;
 use crate::mapped::{
     Layout, MappedRing, RingGeometry, RingHeader, HEADER_SIZE, STATE_IDLE, STATE_OFFLINE,
@@ -86,7 +86,7 @@ impl RingReader {
     /// Maps `path` read-only and validates its header against the file. The first frame
     /// returned is the newest one published at or after this call.
     pub fn open(path: &Path) -> Result<RingReader, Error> {
-        let file = File::open(path).map_err(Error::io(path))?;
+        let file = open_regular(path, Access::ReadOnly)?;
         let meta = file.metadata().map_err(Error::io(path))?;
         if meta.len() < HEADER_SIZE as u64 {
             return Err(Error::Truncated {

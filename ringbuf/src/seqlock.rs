@@ -254,6 +254,12 @@ impl Cursor {
             // SYNC POINT: Acquire pairs with the writer's Release store of `head`: the slot of every
             // frame up to `head` is seen complete (or newer) by `copy_frame`.
             let head = FrameNo(ring.head().load(Acquire));
+            if head > FrameNo::MAX_VALID {
+                return Read::Corrupt {
+                    frame: head,
+                    reason: "head is beyond any real frame number".into(),
+                };
+            }
             if !self.has_new(head) {
                 self.follow_regression(head);
                 return Read::Nothing;

@@ -15,6 +15,11 @@ impl FrameNo {
     /// "No frame published yet", as stored in a fresh ring's `head`.
     pub const NONE: FrameNo = FrameNo(0);
 
+    /// Above any number a real ring reaches (2^62 frames is 4.9 billion years at 30 fps), and low
+    /// enough that a slot's sequence word (twice the number) cannot overflow. A larger `head` is
+    /// a scribbled header.
+    pub const MAX_VALID: FrameNo = FrameNo(1 << 62);
+
     pub fn next(self) -> FrameNo {
         FrameNo(self.0.wrapping_add(1))
     }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering::{Relaxed, Release};
 use memmap2::MmapMut;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::dir::{ensure_ring_dir, ring_path};
+use crate::dir::{ensure_ring_dir, open_regular, ring_path, Access};
 use crate::futex;
 use crate::mapped::{
     header_of, write_camera, Layout, MappedRing, RingGeometry, RingHeader, FORMAT_JPEG,
@@ -23,10 +23,6 @@ use crate::{CameraId, Error, FrameNo, WallNanos};
 
 /// Ring files are readable by the writer's group (the servers), writable by the writer only.
 const RING_MODE: u32 = 0o640;
-
-/// Frame numbers above this in a file we are taking over mean the header is garbage: doubling
-/// them for sequence words would overflow.
-const MAX_SANE_HEAD: u64 = 1 << 62;
 
 /// How often `create` retries when the file is replaced or created under it by another process.
 const CREATE_ATTEMPTS: usize = 5;
@@ -85,13 +81,13 @@ impl RingWriter {
         ensure_ring_dir(dir)?;
         let path = ring_path(dir, camera);
         for _ in 0..CREATE_ATTEMPTS {
-            let opened = File::options().read(true).write(true).open(&path);
+            let opened = open_regular(&path, Access::ReadWrite);
             let attempt = match opened {
                 Ok(file) => take_over(file, &path, camera, layout)?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     create_file(&path, camera, layout, FrameNo::NONE, Placement::IfAbsent)?
                 }
-                Err(e) => return Err(Error::io(&path)(e)),
+                Err(e) => return Err(e),
             };
             if let Some(writer) = attempt {
                 return Ok(writer);
@@ -238,7 +234,7 @@ fn take_over(
         Some((map, found, found_camera))
             if found.geometry() == layout.geometry()
                 && found_camera == *camera
-                && header_of(&map).head.load(Relaxed) < MAX_SANE_HEAD =>
+                && header_of(&map).head.load(Relaxed) <= FrameNo::MAX_VALID.0 =>
         {
             Ok(Some(start(MappedRing::new(map, found), lock, path)))
         }
@@ -246,7 +242,7 @@ fn take_over(
             // Keep the numbering going across a geometry change, so viewers see no regression.
             let head = other
                 .map(|(map, _, _)| header_of(&map).head.load(Relaxed))
-                .filter(|&h| h < MAX_SANE_HEAD)
+                .filter(|&h| h <= FrameNo::MAX_VALID.0)
                 .map_or(FrameNo::NONE, FrameNo);
             create_file(path, camera, layout, head, Placement::Replace)
         }
