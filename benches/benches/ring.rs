@@ -47,7 +47,8 @@ fn payload(size: usize) -> Vec<u8> {
 
 fn publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
-    for (name, size) in SIZES {
+    // An empty frame shows what a publish costs besides the copy.
+    for (name, size) in [("0B", 0)].into_iter().chain(SIZES) {
         let dir = ring_dir();
         let mut writer = RingWriter::create(dir.path(), &camera(), GEOMETRY).expect("writer");
         let frame = payload(size);
@@ -114,12 +115,75 @@ fn memcpy(c: &mut Criterion) {
     group.finish();
 }
 
+/// The ring's payload copy loops by themselves, on heap memory, to attribute the cost of publish
+/// and read. These mirror `store_words` and `load_words` in `ringbuf/src/seqlock.rs` (private
+/// there); keep them in step with it.
+mod copy_loops {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+    const WORD: usize = 8;
+
+    pub fn store_words(dst: &[AtomicU64], src: &[u8]) {
+        let mut chunks = src.chunks_exact(WORD);
+        for (word, chunk) in dst.iter().zip(&mut chunks) {
+            let bytes: [u8; WORD] = chunk.try_into().expect("chunks_exact yields whole words");
+            word.store(u64::from_ne_bytes(bytes), Relaxed);
+        }
+        let tail = chunks.remainder();
+        if !tail.is_empty() {
+            let mut bytes = [0u8; WORD];
+            bytes[..tail.len()].copy_from_slice(tail);
+            dst[src.len() / WORD].store(u64::from_ne_bytes(bytes), Relaxed);
+        }
+    }
+
+    pub fn load_words(src: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
+        let words = len.div_ceil(WORD);
+        out.clear();
+        out.resize(words * WORD, 0);
+        load_loop(src, words, out);
+        out.truncate(len);
+    }
+
+    /// `load_words` without its `clear` + `resize` (which writes zeros over the whole frame
+    /// before the loop overwrites them): `out` already holds `words * 8` bytes.
+    pub fn load_loop(src: &[AtomicU64], words: usize, out: &mut [u8]) {
+        for (chunk, word) in out.chunks_exact_mut(WORD).zip(&src[..words]) {
+            chunk.copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+        }
+    }
+}
+
+fn copy_parts(c: &mut Criterion) {
+    use std::sync::atomic::AtomicU64;
+    let mut group = c.benchmark_group("copy_loops");
+    for (name, size) in SIZES {
+        let src = payload(size);
+        let words = size.div_ceil(8);
+        let slot: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
+        copy_loops::store_words(&slot, &src);
+        let mut out = Vec::with_capacity(words * 8);
+        group.throughput(Throughput::Bytes(size as u64));
+        group.bench_with_input(BenchmarkId::new("store_words", name), &src, |b, src| {
+            b.iter(|| copy_loops::store_words(black_box(&slot), black_box(src)))
+        });
+        group.bench_function(BenchmarkId::new("load_words", name), |b| {
+            b.iter(|| copy_loops::load_words(black_box(&slot), size, black_box(&mut out)))
+        });
+        out.resize(words * 8, 0);
+        group.bench_function(BenchmarkId::new("load_loop_only", name), |b| {
+            b.iter(|| copy_loops::load_loop(black_box(&slot), words, black_box(&mut out)))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = ring;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = publish, read, memcpy
+    targets = publish, read, memcpy, copy_parts
 }
 
 /// How the reader process waits for frames.
@@ -158,8 +222,10 @@ struct WakeUps {
 /// Publishes `count` frames, one every millisecond, to a reader in another process.
 fn wake_ups(waiter: Waiter, frame_size: usize, count: usize) -> WakeUps {
     let dir = ring_dir();
+    // Many slots, so that a reader descheduled for a while still gets every frame late (and the
+    // delay shows in the figures) instead of skipping frames whose latency would go uncounted.
     let geometry = RingGeometry {
-        slot_count: 8,
+        slot_count: 64,
         slot_size: frame_size.max(8),
     };
     let mut writer = RingWriter::create(dir.path(), &camera(), geometry).expect("writer");
