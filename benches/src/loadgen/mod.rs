@@ -67,6 +67,11 @@ pub struct LoadArgs {
     /// Seconds a viewer may take to connect and complete its handshake.
     #[arg(long, default_value_t = 10.0, env = "RINGCAST_CONNECT_TIMEOUT")]
     pub connect_timeout: f64,
+    /// Read every payload byte into user space, as a real client does, instead of dropping
+    /// what follows each JPEG's timing segment in the kernel (MSG_TRUNC). Costs the load
+    /// client about a copy per frame, and shifts receive-side work the server's way.
+    #[arg(long, env = "RINGCAST_COPY_PAYLOAD")]
+    pub copy_payload: bool,
     /// Also list every viewer in the JSON summary.
     #[arg(long, env = "RINGCAST_PER_VIEWER")]
     pub per_viewer: bool,
@@ -164,6 +169,7 @@ pub(crate) struct Plan {
     pub slow_rcvbuf: usize,
     pub threads: usize,
     pub connect_timeout: Duration,
+    pub copy_payload: bool,
 }
 
 fn seconds(flag: &'static str, value: f64) -> Result<Duration, LoadError> {
@@ -207,6 +213,7 @@ impl Plan {
             slow_rcvbuf: args.slow_rcvbuf,
             threads: args.threads.min(args.viewers),
             connect_timeout: seconds("connect-timeout", args.connect_timeout)?,
+            copy_payload: args.copy_payload,
         })
     }
 

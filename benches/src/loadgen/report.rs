@@ -18,6 +18,8 @@ pub struct Report {
     pub viewers_connected: usize,
     pub slow_viewers: usize,
     pub threads: usize,
+    /// Whether payloads were read into user space (`--copy-payload`) or dropped in the kernel.
+    pub copy_payload: bool,
     pub ramp_s: f64,
     pub warmup_s: f64,
     /// Length of the measurement window that fps, latency and `frames` refer to.
@@ -107,6 +109,7 @@ impl Report {
             viewers_connected: viewers.iter().filter(|v| v.stats.connected).count(),
             slow_viewers: plan.slow,
             threads: plan.threads,
+            copy_payload: plan.copy_payload,
             ramp_s: plan.ramp.as_secs_f64(),
             warmup_s: plan.warmup.as_secs_f64(),
             window_s: window.as_secs_f64(),

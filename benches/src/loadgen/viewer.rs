@@ -14,6 +14,11 @@ use super::engine::Shared;
 use super::{Mode, Plan, Target};
 use crate::wire::{close_frame, pong_frame, Event, MjpegParser, Parser, WsParser};
 
+/// Bytes read (copied) at a frame's start when payloads are dropped in the kernel: enough for a
+/// WebSocket header or multipart part header plus the JPEG prefix the parser keeps, so that the
+/// rest of the frame can be skipped with MSG_TRUNC instead of being copied by a larger read.
+const HEAD_READ: usize = crate::wire::PREFIX_LEN + 256;
+
 /// Response headers longer than this are refused.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
@@ -240,7 +245,7 @@ impl Viewer {
             self.read_response(plan, shared, scratch)?;
         }
         if let State::Streaming(_) = self.state {
-            self.pump(shared, scratch)?;
+            self.pump(plan.copy_payload, shared, scratch)?;
         }
         Ok(())
     }
@@ -319,7 +324,12 @@ impl Viewer {
 
     /// Reads (or, past each JPEG's prefix, discards unread) until the socket is empty or a slow
     /// viewer's budget is spent.
-    fn pump(&mut self, shared: &Shared, scratch: &mut Scratch) -> Result<(), ViewerError> {
+    fn pump(
+        &mut self,
+        copy_payload: bool,
+        shared: &Shared,
+        scratch: &mut Scratch,
+    ) -> Result<(), ViewerError> {
         loop {
             if !self.is_streaming() {
                 return Ok(());
@@ -333,7 +343,7 @@ impl Viewer {
                 }
             }
             let skippable = match &self.state {
-                State::Streaming(parser) => parser.skippable(),
+                State::Streaming(parser) if !copy_payload => parser.skippable(),
                 _ => 0,
             };
             let Some(stream) = &mut self.stream else {
@@ -342,8 +352,10 @@ impl Viewer {
             let result = if skippable > 0 {
                 let n = limit.min(usize::try_from(skippable).unwrap_or(usize::MAX));
                 discard(stream, &mut scratch.buf[..n])
-            } else {
+            } else if copy_payload {
                 stream.read(&mut scratch.buf[..limit])
+            } else {
+                stream.read(&mut scratch.buf[..limit.min(HEAD_READ)])
             };
             let n = match result {
                 Ok(0) => return Err(ViewerError::Eof),
