@@ -13,10 +13,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{check_frame, env, env_u64, fill_frame, report, wait_until, ChildProcess, Rng};
+use common::{
+    check_frame, env, env_u64, fill_frame, report, wait_until, ChildProcess, FrameMaker, Rng,
+};
 use ringbuf::{
     CameraId, FrameNo, OfflineReason, RingGeometry, RingReader, RingWriter, WallNanos, WriterStatus,
 };
@@ -204,9 +206,7 @@ fn child_process() {
     }
 }
 
-/// Takes the ring over and publishes large frames flat out until killed. Frames are made by a
-/// second thread, so that the publishing thread spends its time publishing and a kill at a random
-/// moment often lands inside a write.
+/// Takes the ring over and publishes large frames flat out until killed.
 fn writer_process() {
     let dir = PathBuf::from(env("RING_DIR"));
     let salt = env_u64("SALT");
@@ -214,25 +214,16 @@ fn writer_process() {
     let mut writer = RingWriter::create(&dir, &CameraId::new(CAMERA).unwrap(), GEOMETRY).unwrap();
     let first = writer.next_frame_no();
     report(json!({ "next": first.0 }));
-
-    let (made, frames) = mpsc::sync_channel::<(FrameNo, Vec<u8>)>(1);
-    let (recycle, spare) = mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let half = GEOMETRY.slot_size as u64 / 2;
-        let mut frame = first;
-        loop {
-            let mut payload = spare.try_recv().unwrap_or_default();
-            let len = rng.range(half, GEOMETRY.slot_size as u64) as usize;
-            fill_frame(&mut payload, frame.0, len, salt);
-            if made.send((frame, payload)).is_err() {
-                return;
-            }
-            frame = frame.next();
-        }
+    let half = GEOMETRY.slot_size as u64 / 2;
+    let maker = FrameMaker::start(first.0, salt, move |_| {
+        rng.range(half, GEOMETRY.slot_size as u64) as usize
     });
-    for (frame, payload) in frames {
-        assert_eq!(writer.publish(&payload, WallNanos(salt)).unwrap(), frame);
-        // The maker may have ended (it never does before a kill); then the buffer is dropped.
-        let _ = recycle.send(payload);
+    loop {
+        let (frame, payload) = maker.next();
+        assert_eq!(
+            writer.publish(&payload, WallNanos(salt)).unwrap(),
+            FrameNo(frame)
+        );
+        maker.recycle(payload);
     }
 }

@@ -114,6 +114,46 @@ fn field(bytes: &[u8], index: usize) -> u64 {
     word_of(&bytes[index * 8..index * 8 + 8])
 }
 
+/// Frames made ahead by a thread of their own, so that a writer spends its time publishing (and
+/// a reader racing it, or a kill at a random moment, meets a write in progress as often as can be).
+pub struct FrameMaker {
+    frames: Receiver<(u64, Vec<u8>)>,
+    spare: mpsc::Sender<Vec<u8>>,
+}
+
+impl FrameMaker {
+    /// Makes frames `first, first + 1, ...`, frame `n` being `len_of(n)` bytes written with `salt`.
+    pub fn start(
+        first: u64,
+        salt: u64,
+        mut len_of: impl FnMut(u64) -> usize + Send + 'static,
+    ) -> FrameMaker {
+        let (made, frames) = mpsc::sync_channel(4);
+        let (spare, spares) = mpsc::channel::<Vec<u8>>();
+        std::thread::spawn(move || {
+            for frame in first.. {
+                let mut payload = spares.try_recv().unwrap_or_default();
+                fill_frame(&mut payload, frame, len_of(frame), salt);
+                if made.send((frame, payload)).is_err() {
+                    return;
+                }
+            }
+        });
+        FrameMaker { frames, spare }
+    }
+
+    /// The next frame's number and bytes.
+    pub fn next(&self) -> (u64, Vec<u8>) {
+        self.frames.recv().expect("the frame maker thread panicked")
+    }
+
+    /// Hands a published frame's buffer back for reuse.
+    pub fn recycle(&self, payload: Vec<u8>) {
+        // The maker only ends when this handle is dropped, so the buffer always has a taker.
+        let _ = self.spare.send(payload);
+    }
+}
+
 /// Checks that `bytes`, returned by a reader as `meta`, are exactly the frame a writer produced
 /// with [`fill_frame`]. Frames of at least [`STAMP_LEN`] bytes carry their salt; shorter ones
 /// are compared with what `short_salt` gives. Returns the frame's salt.
