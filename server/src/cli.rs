@@ -11,6 +11,9 @@ use clap::Parser;
 /// seconds of video from a slow one.
 pub const DEFAULT_SNDBUF: usize = 256 * 1024;
 
+/// Unsent bytes a viewer socket may hold before the kernel refuses more (TCP_NOTSENT_LOWAT).
+pub const DEFAULT_NOTSENT_LOWAT: u32 = 16 * 1024;
+
 /// Largest JPEG an ingest camera may send (one ring slot).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 2 << 20;
 
@@ -42,6 +45,12 @@ pub struct Args {
     #[arg(long, env = "RINGCAST_SNDBUF", default_value_t = DEFAULT_SNDBUF,
           value_parser = parse_sndbuf)]
     pub sndbuf: usize,
+
+    /// TCP_NOTSENT_LOWAT on each viewer socket, in bytes: the kernel takes no more frame data
+    /// while this much is still unsent, so a slow viewer's backlog stays small and it gets the
+    /// newest frame next; 0 leaves the kernel default.
+    #[arg(long, env = "RINGCAST_NOTSENT_LOWAT", default_value_t = DEFAULT_NOTSENT_LOWAT)]
+    pub notsent_lowat: u32,
 
     /// Token viewers must present (`?token=T` or `Authorization: Bearer T`); none: open.
     #[arg(long, env = "RINGCAST_TOKEN")]
@@ -111,6 +120,7 @@ pub struct WorkerConfig {
     pub ring_dir: PathBuf,
     pub stall_timeout: Duration,
     pub sndbuf: usize,
+    pub notsent_lowat: u32,
     pub token: Option<String>,
     pub ingest_token: Option<String>,
     pub max_clients: usize,
@@ -131,6 +141,7 @@ impl WorkerConfig {
             ring_dir: args.ring_dir.clone(),
             stall_timeout: args.stall_timeout,
             sndbuf: args.sndbuf,
+            notsent_lowat: args.notsent_lowat,
             token: args.token.clone().filter(|t| !t.is_empty()),
             ingest_token: args.ingest_token.clone().filter(|t| !t.is_empty()),
             max_clients: args.max_clients,

@@ -205,14 +205,21 @@ async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
     }
 }
 
-/// Caps the kernel's send buffer (so backlog cannot hide seconds of video) and turns off Nagle
-/// (a frame is written whole; its tail should not wait for an ACK).
+/// Caps the kernel's send buffer and its unsent part (so backlog cannot hide seconds of video
+/// from a slow viewer) and turns off Nagle (a frame is written whole; its tail should not wait
+/// for an ACK).
 fn tune_viewer_socket(worker: &Worker, stream: &TcpStream) {
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let socket = socket2::SockRef::from(&fd);
     if let Err(e) = socket.set_send_buffer_size(worker.config.sndbuf) {
         tracing::warn!("SO_SNDBUF: {e}");
+    }
+    let lowat = worker.config.notsent_lowat;
+    if lowat > 0 {
+        if let Err(e) = socket.set_tcp_notsent_lowat(lowat) {
+            tracing::warn!("TCP_NOTSENT_LOWAT: {e}");
+        }
     }
     let _ = stream.set_nodelay(true);
 }

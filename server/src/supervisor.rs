@@ -121,6 +121,8 @@ fn spawn_worker(
         .arg(args.stall_timeout.as_secs_f64().to_string())
         .arg("--sndbuf")
         .arg(args.sndbuf.to_string())
+        .arg("--notsent-lowat")
+        .arg(args.notsent_lowat.to_string())
         .arg("--max-clients")
         .arg(args.max_clients.to_string())
         .arg("--max-frame-bytes")
