@@ -5,7 +5,9 @@
 //! The wake-up latency is measured outside criterion: each sample crosses two processes, and what
 //! matters is its distribution (median, p99), which criterion does not report. The reader process
 //! is this bench binary re-executed; every frame carries the CLOCK_MONOTONIC time taken just
-//! before its publish, and the reader subtracts it from the time it returns the frame.
+//! before its publish, and the reader subtracts it from the time it returns the frame. A bare
+//! futex wake between two processes runs interleaved with it, as the floor on this machine at
+//! that moment. `copy_loops` measures the ring's payload copy loops alone, to attribute costs.
 //!
 //! Run: `cargo bench -p ringcast-benches --bench ring`. Rings live in a temporary directory under
 //! /dev/shm (tmpfs, as in production) when it exists.
@@ -186,41 +188,134 @@ criterion_group! {
     targets = publish, read, memcpy, copy_parts
 }
 
-/// How the reader process waits for frames.
-#[derive(Clone, Copy, Debug)]
+/// What the waiting process waits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waiter {
     /// `RingReader::next_timeout`: a FUTEX_WAIT on the ring's futex word.
     NextTimeout,
     /// `RingReader::signal`: a waiter thread that writes to a socket, which the reader blocks on
     /// before `try_next` (the form an async server uses).
     SignalSocket,
+    /// No ring: a bare FUTEX_WAIT / FUTEX_WAKE pair on a shared file mapping, DESIGN.md's
+    /// reference figure, measured in the same run so that the ring's own share shows under
+    /// whatever else the machine is doing.
+    BareFutex,
 }
+
+const WAITERS: [Waiter; 3] = [Waiter::BareFutex, Waiter::NextTimeout, Waiter::SignalSocket];
 
 impl Waiter {
     fn name(self) -> &'static str {
         match self {
             Waiter::NextTimeout => "next_timeout",
             Waiter::SignalSocket => "signal",
+            Waiter::BareFutex => "bare_futex",
         }
     }
 
     fn parse(name: &str) -> Option<Waiter> {
-        [Waiter::NextTimeout, Waiter::SignalSocket]
-            .into_iter()
-            .find(|w| w.name() == name)
+        WAITERS.into_iter().find(|w| w.name() == name)
     }
 }
 
 /// What one wake-up run measured.
+#[derive(Default)]
 struct WakeUps {
-    /// Publish to return from the reader's wait, in nanoseconds, sorted.
+    /// Publish to return from the reader's wait, in nanoseconds.
     latencies: Vec<u64>,
     /// Frames the reader never returned because it fell several frames behind.
     skipped: u64,
 }
 
-/// Publishes `count` frames, one every millisecond, to a reader in another process.
+/// The bare futex baseline's shared memory: a futex word at offset 0 and the waker's
+/// CLOCK_MONOTONIC stamp at offset 8, in a mapped file both processes open.
+mod bare_futex {
+    use std::fs::OpenOptions;
+    use std::os::unix::io::AsRawFd;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicU32, AtomicU64};
+    use std::time::Duration;
+
+    const LEN: usize = 4096;
+
+    pub struct Shared {
+        base: *mut libc::c_void,
+    }
+
+    impl Shared {
+        pub fn map(path: &Path) -> Shared {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)
+                .expect("the futex file");
+            file.set_len(LEN as u64).expect("size the futex file");
+            // SAFETY: a fresh shared mapping of a file of LEN bytes; the pointer is checked below
+            // and unmapped only in Drop, after every reference handed out has gone.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    LEN,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    file.as_raw_fd(),
+                    0,
+                )
+            };
+            assert_ne!(base, libc::MAP_FAILED, "mmap the futex file");
+            Shared { base }
+        }
+
+        pub fn word(&self) -> &AtomicU32 {
+            // SAFETY: offset 0 of a live, page-aligned mapping; both processes touch it only
+            // through atomics, for which any bit pattern is valid.
+            unsafe { &*self.base.cast::<AtomicU32>() }
+        }
+
+        pub fn stamp(&self) -> &AtomicU64 {
+            // SAFETY: as for `word`, at offset 8 (8-byte aligned), within the mapping.
+            unsafe { &*self.base.cast::<u8>().add(8).cast::<AtomicU64>() }
+        }
+    }
+
+    impl Drop for Shared {
+        fn drop(&mut self) {
+            // SAFETY: `base` came from mmap of LEN bytes and nothing borrowed from it outlives self.
+            unsafe { libc::munmap(self.base, LEN) };
+        }
+    }
+
+    /// FUTEX_WAIT (shared) while the word equals `expected`, at most `timeout`.
+    pub fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `word` is a live aligned u32 and `ts` outlives the call; every outcome
+        // (woken, value changed, timeout, signal) makes the caller re-check.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT,
+                expected,
+                &ts as *const libc::timespec,
+            )
+        };
+    }
+
+    pub fn wake(word: &AtomicU32) {
+        // SAFETY: `word` is a live aligned u32; FUTEX_WAKE only hashes its address.
+        unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, i32::MAX) };
+    }
+}
+
+/// Wakes a process of role `waiter` `count` times, one every millisecond (long enough for it to
+/// have handled the last wake-up and gone back to sleep), `frame_size` bytes each for a ring.
 fn wake_ups(waiter: Waiter, frame_size: usize, count: usize) -> WakeUps {
+    use std::sync::atomic::Ordering::{Relaxed, Release};
     let dir = ring_dir();
     // Many slots, so that a reader descheduled for a while still gets every frame late (and the
     // delay shows in the figures) instead of skipping frames whose latency would go uncounted.
@@ -228,69 +323,114 @@ fn wake_ups(waiter: Waiter, frame_size: usize, count: usize) -> WakeUps {
         slot_count: 64,
         slot_size: frame_size.max(8),
     };
-    let mut writer = RingWriter::create(dir.path(), &camera(), geometry).expect("writer");
-    let mut child = spawn_wake_reader(writer.path(), waiter, count);
+    let futex_path = dir.path().join("futex");
+    let mut publish: Box<dyn FnMut(u64)> = if waiter == Waiter::BareFutex {
+        let shared = bare_futex::Shared::map(&futex_path);
+        Box::new(move |now| {
+            shared.stamp().store(now, Relaxed);
+            shared.word().fetch_add(1, Release);
+            bare_futex::wake(shared.word());
+        })
+    } else {
+        let mut writer = RingWriter::create(dir.path(), &camera(), geometry).expect("writer");
+        let mut frame = payload(frame_size.max(8));
+        Box::new(move |now| {
+            frame[..8].copy_from_slice(&now.to_le_bytes());
+            writer.publish(&frame, WallNanos(now)).expect("fits");
+        })
+    };
+    let path = match waiter {
+        Waiter::BareFutex => futex_path,
+        _ => ringbuf::ring_path(dir.path(), &camera()),
+    };
+    let mut child = spawn_waiter(&path, waiter, count);
     let mut output = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut ready = String::new();
-    output.read_line(&mut ready).expect("reader output");
-    assert_eq!(ready.trim(), "ready", "the reader process did not start");
+    output.read_line(&mut ready).expect("waiter output");
+    assert_eq!(ready.trim(), "ready", "the waiting process did not start");
 
-    let mut frame = payload(frame_size.max(8));
     for _ in 0..count {
-        // Long enough for the reader to have handled the last frame and gone back to sleep.
         std::thread::sleep(Duration::from_millis(1));
-        let now = SystemClock.mono().0;
-        frame[..8].copy_from_slice(&now.to_le_bytes());
-        writer.publish(&frame, WallNanos(now)).expect("fits");
+        publish(SystemClock.mono().0);
     }
     let mut rest = String::new();
-    output.read_to_string(&mut rest).expect("reader output");
-    let status = child.wait().expect("reader exit");
-    assert!(status.success(), "the reader process failed: {status}");
+    output.read_to_string(&mut rest).expect("waiter output");
+    let status = child.wait().expect("waiter exit");
+    assert!(status.success(), "the waiting process failed: {status}");
     let mut numbers = rest
         .split_whitespace()
         .map(|n| n.parse::<u64>().expect("a number"));
-    let skipped = numbers.next().expect("the reader's skip count");
-    let mut latencies: Vec<u64> = numbers.collect();
+    let skipped = numbers.next().expect("the waiter's skip count");
+    let latencies: Vec<u64> = numbers.collect();
     assert_eq!(
         latencies.len() as u64 + skipped,
         count as u64,
-        "frames neither returned nor skipped"
+        "wake-ups neither seen nor skipped"
     );
-    latencies.sort_unstable();
     WakeUps { latencies, skipped }
 }
 
-fn spawn_wake_reader(path: &Path, waiter: Waiter, count: usize) -> Child {
+fn spawn_waiter(path: &Path, waiter: Waiter, count: usize) -> Child {
     Command::new(std::env::current_exe().expect("path of the bench binary"))
         .env(ROLE_ENV, waiter.name())
-        .env("RING_PATH", path)
+        .env("WAIT_PATH", path)
         .env("COUNT", count.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn the reader process")
+        .expect("spawn the waiting process")
 }
 
-/// The reader process: prints "ready", then the latency of each frame in ns.
-fn wake_reader(waiter: Waiter) {
-    let path = PathBuf::from(std::env::var_os("RING_PATH").expect("RING_PATH"));
-    let count: usize = std::env::var("COUNT")
+/// The waiting process: prints "ready", then how many wake-ups it missed and the latency of
+/// each one it saw, in ns.
+fn waiter_process(waiter: Waiter) {
+    let path = PathBuf::from(std::env::var_os("WAIT_PATH").expect("WAIT_PATH"));
+    let count: u64 = std::env::var("COUNT")
         .ok()
         .and_then(|c| c.parse().ok())
         .expect("COUNT");
-    let mut reader = RingReader::open(&path).expect("open the ring");
+    let (skipped, latencies) = match waiter {
+        Waiter::BareFutex => wait_bare(&path, count),
+        _ => wait_ring(&path, waiter, count),
+    };
+    println!("{skipped}");
+    let text: Vec<String> = latencies.iter().map(u64::to_string).collect();
+    println!("{}", text.join(" "));
+}
+
+fn wait_bare(path: &Path, count: u64) -> (u64, Vec<u64>) {
+    use std::sync::atomic::Ordering::{Acquire, Relaxed};
+    let shared = bare_futex::Shared::map(path);
+    let mut seen = shared.word().load(Acquire);
+    println!("ready");
+    let mut latencies = Vec::with_capacity(count as usize);
+    let mut skipped = 0;
+    while u64::from(seen) < count {
+        bare_futex::wait(shared.word(), seen, Duration::from_secs(10));
+        let now = SystemClock.mono().0;
+        let value = shared.word().load(Acquire);
+        if value != seen {
+            latencies.push(now.saturating_sub(shared.stamp().load(Relaxed)));
+            skipped += u64::from(value - seen - 1);
+            seen = value;
+        }
+    }
+    (skipped, latencies)
+}
+
+fn wait_ring(path: &Path, waiter: Waiter, count: u64) -> (u64, Vec<u64>) {
+    let mut reader = RingReader::open(path).expect("open the ring");
     let mut socket = match waiter {
-        Waiter::NextTimeout => None,
         Waiter::SignalSocket => {
             let socket = reader.signal(Duration::from_secs(1)).expect("signal");
             socket.set_nonblocking(false).expect("blocking socket");
             Some(socket)
         }
+        _ => None,
     };
     println!("ready");
     let mut out = Vec::new();
-    let mut latencies = Vec::with_capacity(count);
+    let mut latencies = Vec::with_capacity(count as usize);
     let mut wakeup = [0u8; 64];
     loop {
         let meta = match socket.as_mut() {
@@ -308,38 +448,63 @@ fn wake_reader(waiter: Waiter) {
         };
         let now = SystemClock.mono().0;
         let stamp = u64::from_le_bytes(out[..8].try_into().expect("8 bytes"));
-        debug_assert_eq!(meta.capture.0, stamp);
         latencies.push(now.saturating_sub(stamp));
-        if meta.frame_no.0 >= count as u64 {
-            break;
+        if meta.frame_no.0 >= count {
+            return (reader.stats().skipped, latencies);
         }
     }
-    // Frames skipped (the reader was descheduled for several frames) have no latency.
-    println!("{}", reader.stats().skipped);
-    let text: Vec<String> = latencies.iter().map(u64::to_string).collect();
-    println!("{}", text.join(" "));
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// A wake-up the waiter never saw on its own (it was more than a millisecond late, so the next
+/// one overtook it): sorts after every measured latency.
+const MISSED: u64 = u64::MAX;
+
+fn percentile(sorted: &[u64], p: f64) -> String {
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index] as f64 / 1000.0
+    match sorted[index] {
+        MISSED => "(missed)".to_owned(),
+        ns => format!("{:.1} us", ns as f64 / 1000.0),
+    }
 }
 
-fn report_wake_ups(count: usize) {
-    println!("\nwake-up latency, publish -> reader in another process ({count} wake-ups each):");
-    for waiter in [Waiter::NextTimeout, Waiter::SignalSocket] {
-        for (name, size) in [("64B", 64), ("200KB", 200_000)] {
-            let WakeUps { latencies, skipped } = wake_ups(waiter, size, count);
-            println!(
-                "wake/{}/{name}: median {:.1} us, p90 {:.1} us, p99 {:.1} us, max {:.1} us, \
-                 {skipped} frames skipped",
-                waiter.name(),
-                percentile(&latencies, 0.5),
-                percentile(&latencies, 0.9),
-                percentile(&latencies, 0.99),
-                percentile(&latencies, 1.0),
-            );
+/// Runs every case in turn, `rounds` times, so that each sees the same mix of quiet and busy
+/// moments on a shared machine, then prints each one's distribution.
+fn report_wake_ups(count: usize, rounds: usize) {
+    let cases: Vec<(Waiter, &str, usize)> = WAITERS
+        .into_iter()
+        .flat_map(|waiter| match waiter {
+            Waiter::BareFutex => vec![(waiter, "-", 8)],
+            _ => vec![(waiter, "64B", 64), (waiter, "200KB", 200_000)],
+        })
+        .collect();
+    let mut results: Vec<WakeUps> = cases.iter().map(|_| WakeUps::default()).collect();
+    for _ in 0..rounds {
+        for ((waiter, _, size), result) in cases.iter().zip(&mut results) {
+            let round = wake_ups(*waiter, *size, count / rounds);
+            result.latencies.extend(round.latencies);
+            result.skipped += round.skipped;
         }
+    }
+    println!(
+        "\nwake-up latency, publish -> waiter in another process ({count} wake-ups each, \
+         {rounds} interleaved rounds):"
+    );
+    for ((waiter, size, _), mut result) in cases.into_iter().zip(results) {
+        let missed = usize::try_from(result.skipped).expect("a count of wake-ups");
+        result
+            .latencies
+            .resize(result.latencies.len() + missed, MISSED);
+        result.latencies.sort_unstable();
+        let l = &result.latencies;
+        println!(
+            "wake/{}/{size}: median {}, p90 {}, p99 {}, max {}, {} missed (counted as late)",
+            waiter.name(),
+            percentile(l, 0.5),
+            percentile(l, 0.9),
+            percentile(l, 0.99),
+            percentile(l, 1.0),
+            result.skipped,
+        );
     }
 }
 
@@ -349,12 +514,15 @@ fn main() {
         .as_deref()
         .and_then(Waiter::parse)
     {
-        wake_reader(waiter);
+        waiter_process(waiter);
         return;
     }
     ring();
     // `cargo bench` passes --bench; without it (cargo test) this is a smoke run.
-    let benching = std::env::args().any(|arg| arg == "--bench");
-    report_wake_ups(if benching { 2000 } else { 20 });
+    if std::env::args().any(|arg| arg == "--bench") {
+        report_wake_ups(2000, 4);
+    } else {
+        report_wake_ups(20, 2);
+    }
     Criterion::default().configure_from_args().final_summary();
 }
