@@ -159,7 +159,7 @@ fn twenty_viewers_of_the_fanout_all_get_frames_without_errors() {
 }
 
 #[test]
-fn slow_viewers_are_reported_as_their_own_group() {
+fn slow_viewers_are_reported_as_their_own_group_across_threads() {
     let bench = start_bench();
     let url = format!("ws://127.0.0.1:{}/ws/cam", bench.port);
     let report = loadgen(&[
@@ -171,6 +171,8 @@ fn slow_viewers_are_reported_as_their_own_group() {
         "2",
         "--slow-rate",
         "200000",
+        "--threads",
+        "2",
         "--duration",
         "3",
     ]);
