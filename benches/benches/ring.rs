@@ -312,8 +312,13 @@ mod bare_futex {
     }
 }
 
-/// Wakes a process of role `waiter` `count` times, one every millisecond (long enough for it to
-/// have handled the last wake-up and gone back to sleep), `frame_size` bytes each for a ring.
+/// Wake-ups before the measured ones, one lap of the ring and some: the first touch of each page
+/// of a fresh mapping faults, which a long-lived ring pays once, not per frame.
+const WARMUP: usize = 72;
+
+/// Wakes a process of role `waiter` `WARMUP + count` times, one every millisecond (long enough
+/// for it to have handled the last wake-up and gone back to sleep), `frame_size` bytes each for a
+/// ring, and returns what it measured over the last `count`.
 fn wake_ups(waiter: Waiter, frame_size: usize, count: usize) -> WakeUps {
     use std::sync::atomic::Ordering::{Relaxed, Release};
     let dir = ring_dir();
@@ -343,13 +348,13 @@ fn wake_ups(waiter: Waiter, frame_size: usize, count: usize) -> WakeUps {
         Waiter::BareFutex => futex_path,
         _ => ringbuf::ring_path(dir.path(), &camera()),
     };
-    let mut child = spawn_waiter(&path, waiter, count);
+    let mut child = spawn_waiter(&path, waiter, WARMUP + count);
     let mut output = BufReader::new(child.stdout.take().expect("piped stdout"));
     let mut ready = String::new();
     output.read_line(&mut ready).expect("waiter output");
     assert_eq!(ready.trim(), "ready", "the waiting process did not start");
 
-    for _ in 0..count {
+    for _ in 0..WARMUP + count {
         std::thread::sleep(Duration::from_millis(1));
         publish(SystemClock.mono().0);
     }
@@ -370,55 +375,79 @@ fn wake_ups(waiter: Waiter, frame_size: usize, count: usize) -> WakeUps {
     WakeUps { latencies, skipped }
 }
 
-fn spawn_waiter(path: &Path, waiter: Waiter, count: usize) -> Child {
+fn spawn_waiter(path: &Path, waiter: Waiter, total: usize) -> Child {
     Command::new(std::env::current_exe().expect("path of the bench binary"))
         .env(ROLE_ENV, waiter.name())
         .env("WAIT_PATH", path)
-        .env("COUNT", count.to_string())
+        .env("COUNT", total.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()
         .expect("spawn the waiting process")
 }
 
-/// The waiting process: prints "ready", then how many wake-ups it missed and the latency of
-/// each one it saw, in ns.
+/// What a waiting process saw of the wake-ups after the warm-up.
+#[derive(Default)]
+struct Tally {
+    last: u64,
+    missed: u64,
+    latencies: Vec<u64>,
+}
+
+impl Tally {
+    /// Wake-up (or frame) number `n`, seen `latency` ns after it was sent; numbers start at 1
+    /// and only grow.
+    fn saw(&mut self, n: u64, latency: u64) {
+        let warmup = WARMUP as u64;
+        if n > warmup {
+            self.missed += n - self.last.max(warmup) - 1;
+            self.latencies.push(latency);
+        }
+        self.last = n;
+    }
+
+    fn print(&self) {
+        println!("{}", self.missed);
+        let text: Vec<String> = self.latencies.iter().map(u64::to_string).collect();
+        println!("{}", text.join(" "));
+    }
+}
+
+/// The waiting process: prints "ready", then how many of the measured wake-ups it missed and
+/// the latency of each one it saw, in ns.
 fn waiter_process(waiter: Waiter) {
     let path = PathBuf::from(std::env::var_os("WAIT_PATH").expect("WAIT_PATH"));
     let count: u64 = std::env::var("COUNT")
         .ok()
         .and_then(|c| c.parse().ok())
         .expect("COUNT");
-    let (skipped, latencies) = match waiter {
+    let tally = match waiter {
         Waiter::BareFutex => wait_bare(&path, count),
         _ => wait_ring(&path, waiter, count),
     };
-    println!("{skipped}");
-    let text: Vec<String> = latencies.iter().map(u64::to_string).collect();
-    println!("{}", text.join(" "));
+    tally.print();
 }
 
-fn wait_bare(path: &Path, count: u64) -> (u64, Vec<u64>) {
+fn wait_bare(path: &Path, count: u64) -> Tally {
     use std::sync::atomic::Ordering::{Acquire, Relaxed};
     let shared = bare_futex::Shared::map(path);
     let mut seen = shared.word().load(Acquire);
     println!("ready");
-    let mut latencies = Vec::with_capacity(count as usize);
-    let mut skipped = 0;
+    let mut tally = Tally::default();
     while u64::from(seen) < count {
         bare_futex::wait(shared.word(), seen, Duration::from_secs(10));
         let now = SystemClock.mono().0;
         let value = shared.word().load(Acquire);
         if value != seen {
-            latencies.push(now.saturating_sub(shared.stamp().load(Relaxed)));
-            skipped += u64::from(value - seen - 1);
+            let stamp = shared.stamp().load(Relaxed);
+            tally.saw(u64::from(value), now.saturating_sub(stamp));
             seen = value;
         }
     }
-    (skipped, latencies)
+    tally
 }
 
-fn wait_ring(path: &Path, waiter: Waiter, count: u64) -> (u64, Vec<u64>) {
+fn wait_ring(path: &Path, waiter: Waiter, count: u64) -> Tally {
     let mut reader = RingReader::open(path).expect("open the ring");
     let mut socket = match waiter {
         Waiter::SignalSocket => {
@@ -430,7 +459,7 @@ fn wait_ring(path: &Path, waiter: Waiter, count: u64) -> (u64, Vec<u64>) {
     };
     println!("ready");
     let mut out = Vec::new();
-    let mut latencies = Vec::with_capacity(count as usize);
+    let mut tally = Tally::default();
     let mut wakeup = [0u8; 64];
     loop {
         let meta = match socket.as_mut() {
@@ -448,9 +477,9 @@ fn wait_ring(path: &Path, waiter: Waiter, count: u64) -> (u64, Vec<u64>) {
         };
         let now = SystemClock.mono().0;
         let stamp = u64::from_le_bytes(out[..8].try_into().expect("8 bytes"));
-        latencies.push(now.saturating_sub(stamp));
+        tally.saw(meta.frame_no.0, now.saturating_sub(stamp));
         if meta.frame_no.0 >= count {
-            return (reader.stats().skipped, latencies);
+            return tally;
         }
     }
 }
