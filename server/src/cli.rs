@@ -77,6 +77,11 @@ pub struct Args {
     #[arg(long, env = "RINGCAST_IO_DRIVER", value_enum, default_value_t = IoDriver::Auto)]
     pub io_driver: IoDriver,
 
+    /// Seconds between WebSocket keepalive pings; a viewer that has not answered one by the
+    /// next is dropped.
+    #[arg(long, env = "RINGCAST_PING_INTERVAL", default_value = "30", value_parser = parse_seconds)]
+    pub ping_interval: Duration,
+
     /// This worker's number, for metrics labels (set by the supervisor, or per systemd instance).
     #[arg(long, env = "RINGCAST_WORKER_INDEX", hide = true)]
     pub worker_index: Option<u32>,
@@ -131,9 +136,6 @@ pub struct WorkerConfig {
     pub io_driver: IoDriver,
 }
 
-/// Browsers and proxies drop WebSockets that stay silent for about a minute.
-pub const PING_INTERVAL: Duration = Duration::from_secs(30);
-
 impl WorkerConfig {
     pub fn from_args(args: &Args) -> WorkerConfig {
         WorkerConfig {
@@ -150,7 +152,7 @@ impl WorkerConfig {
             worker_label: args
                 .worker_index
                 .map_or_else(|| std::process::id().to_string(), |i| i.to_string()),
-            ping_interval: PING_INTERVAL,
+            ping_interval: args.ping_interval,
             io_driver: args.io_driver,
         }
     }

@@ -123,6 +123,8 @@ fn spawn_worker(
         .arg(args.sndbuf.to_string())
         .arg("--notsent-lowat")
         .arg(args.notsent_lowat.to_string())
+        .arg("--ping-interval")
+        .arg(args.ping_interval.as_secs_f64().to_string())
         .arg("--max-clients")
         .arg(args.max_clients.to_string())
         .arg("--max-frame-bytes")
