@@ -404,6 +404,69 @@ fn a_head_far_beyond_the_slots_gives_nothing_and_no_panic() {
     assert_eq!(late.try_next(&mut buf).unwrap(), None);
 }
 
+#[test]
+fn a_head_beyond_any_real_frame_number_is_a_bad_header() {
+    let (_dir, path) = real_ring();
+    // A complete slot for the forged head, so nothing but the number itself is wrong.
+    forge_frame(&path, u64::MAX, 10);
+    for head in [u64::MAX, FrameNo::MAX_VALID.0 + 1] {
+        poke_u64(&path, HEAD, head);
+        let reason = bad_header(&path);
+        assert!(reason.contains(&format!("head {head}")), "{reason}");
+    }
+    poke_u64(&path, HEAD, FrameNo::MAX_VALID.0);
+    RingReader::open(&path).unwrap();
+}
+
+#[test]
+fn a_head_scribbled_past_the_numbers_under_a_reader_is_never_followed_round() {
+    let (_dir, path) = real_ring();
+    let mut reader = RingReader::open(&path).unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(
+        reader.try_next(&mut buf).unwrap().unwrap().frame_no,
+        FrameNo(3)
+    );
+    forge_frame(&path, u64::MAX, 10);
+    poke_u64(&path, HEAD, u64::MAX);
+    for _ in 0..5 {
+        match reader.try_next(&mut buf) {
+            Err(Error::CorruptSlot { frame, reason }) => {
+                assert_eq!(frame, u64::MAX);
+                assert!(reason.contains("beyond any real frame number"), "{reason}");
+            }
+            other => panic!("expected CorruptSlot, got {other:?}"),
+        }
+    }
+    assert_eq!(reader.stats().delivered, 1);
+    assert_eq!(reader.newest(&mut buf), None);
+}
+
+#[test]
+fn something_other_than_a_file_under_a_ring_name_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.ring");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let directory = dir.path().join("dir.ring");
+    std::fs::create_dir(&directory).unwrap();
+    for path in [fifo, directory] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let opening = path.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(RingReader::open(&opening).map(|_| ()));
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Err(Error::NotAFile { path: named })) => assert_eq!(named, path),
+            Ok(other) => panic!("{}: expected NotAFile, got {other:?}", path.display()),
+            Err(_) => {
+                // Release the open(2) blocked on the FIFO before failing.
+                let _ = OpenOptions::new().write(true).open(&path);
+                panic!("RingReader::open blocked on {}", path.display());
+            }
+        }
+    }
+}
+
 /// Writes frame `frame` into its slot as a complete frame whose `len` field is `len`, with a
 /// payload of the byte `frame` over the whole slot.
 fn forge_frame(path: &Path, frame: u64, len: u64) {
