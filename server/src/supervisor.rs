@@ -23,6 +23,7 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the server as `args` asks: in this process for one worker, else as a supervisor.
 pub fn run(args: &Args) -> Result<(), ServerError> {
+    raise_open_file_limit();
     if args.workers == 1 {
         return worker::run(WorkerConfig::from_args(args));
     }
@@ -181,5 +182,20 @@ fn stop_all(workers: &mut [Slot]) {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Every viewer is a socket: lift the soft limit on open files (often 1024) to the hard limit,
+/// as systemd's LimitNOFILE would. Workers inherit it.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
     }
 }
