@@ -346,9 +346,13 @@ impl Hub {
             camera.report_demand();
         }
         camera.following.set(true);
-        if camera.state() == CameraState::Removed {
-            camera.state.set(CameraState::Offline);
-        }
+        // Known at once, so a listing made before the reader task first runs is right.
+        camera.state.set(CameraState::from_writer(
+            reader.writer_status(self.offline_after),
+        ));
+        let format = reader.info().format;
+        camera.width.set(format.width);
+        camera.height.set(format.height);
         tracing::info!(camera = %camera.id, "following {}", path.display());
         monoio::spawn(follow(
             Rc::clone(camera),

@@ -148,6 +148,10 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
         )
         .await;
     }
+    if matches!(route, Route::Index | Route::Cameras | Route::CamerasList) {
+        // Listings are fresh on every worker, not as of its last periodic scan.
+        worker.hub.rescan();
+    }
     match route {
         Route::Healthz => reply(stream, "text/plain", b"ok\n").await,
         Route::Index => {

@@ -66,10 +66,9 @@ fn ingest_reaches_viewers(ingest_path: &str, viewer_path: &str) {
     )
     .expect("second ingest answered");
     assert_eq!(second.status, 409, "a second writer for cam9 gets 409");
-    assert_eq!(
-        server.camera_field("cam9", "status"),
-        Some(serde_json::json!("online"))
-    );
+    wait_for("the ingest camera online", || {
+        (server.camera_field("cam9", "status")? == "online").then_some(())
+    });
     drop(viewer);
     wait_demand(&mut camera, b"0");
     wait_for("the unwatched, quiet ingest camera to be idle", || {
