@@ -6,7 +6,8 @@ use common::*;
 
 use std::process::Command;
 
-const PYTHON: &str = "/work/main/.venv/bin/python";
+/// The checkout's venv with `websockets` (scripts/install-deps makes it).
+const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
 
 const PY_VIEWER: &str = r#"
 import asyncio, json, re, sys
