@@ -106,6 +106,8 @@ pub struct Camera {
     pub id: CameraId,
     latest: RefCell<Option<Rc<Frame>>>,
     waiters: RefCell<Vec<Waker>>,
+    /// Bumped whenever `waiters` is emptied, so a viewer knows whether it is still listed.
+    waiters_epoch: Cell<u64>,
     viewers: Cell<u32>,
     state: Cell<CameraState>,
     pub width: Cell<u32>,
@@ -118,11 +120,11 @@ pub struct Camera {
 }
 
 /// A viewer's place in a camera's stream: the last frame it took, and whether its waker is
-/// already in the camera's list for the next frame.
+/// already in the camera's list (the list's epoch when it was added, plus one).
 #[derive(Default)]
 pub struct Follower {
     seen: Cell<u64>,
-    registered_for: Cell<u64>,
+    registered_in: Cell<u64>,
 }
 
 impl Camera {
@@ -131,6 +133,7 @@ impl Camera {
             id,
             latest: RefCell::new(None),
             waiters: RefCell::new(Vec::new()),
+            waiters_epoch: Cell::new(0),
             viewers: Cell::new(0),
             state: Cell::new(CameraState::Offline),
             width: Cell::new(0),
@@ -163,10 +166,25 @@ impl Camera {
     fn publish(&self, frame: Frame) {
         bump(&self.counters.frames_in, 1);
         *self.latest.borrow_mut() = Some(Rc::new(frame));
+        self.wake_waiters();
+    }
+
+    fn wake_waiters(&self) {
+        self.waiters_epoch.set(self.waiters_epoch.get() + 1);
         // Drain keeps the vector's capacity, so publishing allocates nothing per viewer.
         let mut waiters = self.waiters.borrow_mut();
         for waker in waiters.drain(..) {
             waker.wake();
+        }
+    }
+
+    /// Viewers that left while the camera published nothing are still in the list (with their
+    /// tasks' memory); when they clearly outnumber the viewers, wake everyone: the live ones
+    /// list themselves again, the others are let go.
+    fn prune_waiters(&self) {
+        let listed = self.waiters.borrow().len();
+        if listed > 2 * self.viewers.get() as usize + 16 {
+            self.wake_waiters();
         }
     }
 
@@ -182,9 +200,9 @@ impl Camera {
                 return Poll::Ready(Rc::clone(frame));
             }
         }
-        let next = follower.seen.get() + 1;
-        if follower.registered_for.get() != next {
-            follower.registered_for.set(next);
+        let epoch = self.waiters_epoch.get() + 1;
+        if follower.registered_in.get() != epoch {
+            follower.registered_in.set(epoch);
             self.waiters.borrow_mut().push(cx.waker().clone());
         }
         Poll::Pending
@@ -504,5 +522,89 @@ impl HouseKeeping {
         camera.height.set(info.format.height);
         camera.published_at.set(info.published_at);
         camera.heartbeat_demand();
+        camera.prune_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn camera() -> Camera {
+        Camera::new(CameraId::new("cam1").unwrap())
+    }
+
+    fn publish(camera: &Camera, n: u64) {
+        let frame = Frame::new(
+            camera.next_seq(),
+            FrameNo(n),
+            WallNanos(0),
+            vec![0xFF, 0xD8, 0xFF, 0xD9],
+        );
+        camera.publish(frame);
+    }
+
+    #[test]
+    fn a_viewer_gets_the_newest_frame_once_and_counts_what_it_skipped() {
+        let camera = camera();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        let viewer = Follower::default();
+        assert!(camera.poll_frame(&viewer, &mut cx).is_pending());
+        publish(&camera, 1);
+        assert_eq!(counter.0.load(Ordering::Relaxed), 1, "woken by the frame");
+        let Poll::Ready(frame) = camera.poll_frame(&viewer, &mut cx) else {
+            panic!("frame 1 ready")
+        };
+        assert_eq!(frame.frame_no, FrameNo(1));
+        assert!(
+            camera.poll_frame(&viewer, &mut cx).is_pending(),
+            "not twice"
+        );
+        for n in 2..=4 {
+            publish(&camera, n);
+        }
+        let Poll::Ready(frame) = camera.poll_frame(&viewer, &mut cx) else {
+            panic!("frame 4 ready")
+        };
+        assert_eq!(frame.frame_no, FrameNo(4), "only the newest");
+        assert_eq!(camera.counters.viewer_skips.get(), 2);
+    }
+
+    #[test]
+    fn viewers_that_left_without_a_frame_are_pruned_and_live_ones_relist() {
+        let camera = camera();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&counter));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..100 {
+            // Each follower registers once; dropping it is a viewer that left.
+            assert!(camera
+                .poll_frame(&Follower::default(), &mut cx)
+                .is_pending());
+        }
+        let live = Follower::default();
+        assert!(camera.poll_frame(&live, &mut cx).is_pending());
+        camera.add_viewer();
+        assert_eq!(camera.waiters.borrow().len(), 101);
+        camera.prune_waiters();
+        assert!(camera.waiters.borrow().is_empty());
+        assert!(camera.poll_frame(&live, &mut cx).is_pending());
+        assert_eq!(
+            camera.waiters.borrow().len(),
+            1,
+            "the live viewer listed itself again"
+        );
     }
 }
