@@ -27,6 +27,7 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
     if args.workers == 1 {
         return worker::run(WorkerConfig::from_args(args));
     }
+    ensure_port_free(args.listen)?;
     // Binding here first turns port 0 into a concrete port the workers can share, and holds it.
     let reserved = bind_reuseport(args.listen, false)?;
     let listen = reserved
@@ -51,6 +52,24 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
     tracing::info!("stopping workers");
     stop_all(&mut workers);
     Ok(())
+}
+
+/// SO_REUSEPORT would let this server silently share the port with another one already
+/// listening there; sharing is for our own workers only, so refuse instead.
+fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), ServerError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .and_then(|socket| {
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())
+    });
+    probe.map_err(|source| ServerError::Listen { addr, source })
 }
 
 /// One worker position: its process, or when it may be started again.

@@ -51,3 +51,24 @@ fn a_dead_worker_is_restarted_and_sigterm_stops_all_of_them() {
         });
     }
 }
+
+#[test]
+fn a_second_server_on_the_same_port_is_refused_not_merged() {
+    let dir = temp_ring_dir();
+    let first = Server::start(dir.path(), 2, &[]);
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast-server"))
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", first.port),
+            "--workers",
+            "2",
+        ])
+        .arg("--ring-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run a second server");
+    assert!(!second.status.success(), "the second server must not start");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("cannot listen on"), "{stderr}");
+    assert_eq!(first.get("/healthz").status, 200);
+}
