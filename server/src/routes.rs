@@ -210,8 +210,8 @@ async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
 }
 
 /// Caps the kernel's send buffer and its unsent part (so backlog cannot hide seconds of video
-/// from a slow viewer) and turns off Nagle (a frame is written whole; its tail should not wait
-/// for an ACK).
+/// from a slow viewer), turns off Nagle (a frame is written whole; its tail should not wait for
+/// an ACK) and turns on TCP keepalive.
 fn tune_viewer_socket(worker: &Worker, stream: &TcpStream) {
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
@@ -226,7 +226,18 @@ fn tune_viewer_socket(worker: &Worker, stream: &TcpStream) {
         }
     }
     let _ = stream.set_nodelay(true);
+    // An MJPEG viewer of a camera that publishes nothing is never written to, so only TCP
+    // keepalive notices that it vanished.
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(TCP_KEEPALIVE_IDLE)
+        .with_interval(TCP_KEEPALIVE_INTERVAL);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::warn!("SO_KEEPALIVE: {e}");
+    }
 }
+
+const TCP_KEEPALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+const TCP_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn settings(worker: &Worker, protocol: Protocol) -> StreamSettings {
     StreamSettings {
