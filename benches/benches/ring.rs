@@ -7,7 +7,7 @@
 //! is this bench binary re-executed; every frame carries the CLOCK_MONOTONIC time taken just
 //! before its publish, and the reader subtracts it from the time it returns the frame. A bare
 //! futex wake between two processes runs interleaved with it, as the floor on this machine at
-//! that moment. `copy_loops` measures the ring's payload copy loops alone, to attribute costs.
+//! that moment.
 //!
 //! Run: `cargo bench -p ringcast-benches --bench ring`. Rings live in a temporary directory under
 //! /dev/shm (tmpfs, as in production) when it exists.
@@ -117,86 +117,12 @@ fn memcpy(c: &mut Criterion) {
     group.finish();
 }
 
-/// The ring's payload copy loops by themselves, on heap memory, to attribute the cost of publish
-/// and read. `store_words` and `load_words` mirror the functions of those names in
-/// `ringbuf/src/seqlock.rs` (private there; keep them in step). `load_words_zero_filled` is the
-/// earlier form of `load_words`, which `resize`d the buffer with zeros before copying into it.
-mod copy_loops {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-    const WORD: usize = 8;
-
-    pub fn store_words(dst: &[AtomicU64], src: &[u8]) {
-        let mut chunks = src.chunks_exact(WORD);
-        for (word, chunk) in dst.iter().zip(&mut chunks) {
-            let bytes: [u8; WORD] = chunk.try_into().expect("chunks_exact yields whole words");
-            word.store(u64::from_ne_bytes(bytes), Relaxed);
-        }
-        let tail = chunks.remainder();
-        if !tail.is_empty() {
-            let mut bytes = [0u8; WORD];
-            bytes[..tail.len()].copy_from_slice(tail);
-            dst[src.len() / WORD].store(u64::from_ne_bytes(bytes), Relaxed);
-        }
-    }
-
-    pub fn load_words(src: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
-        let words = len.div_ceil(WORD);
-        out.clear();
-        out.reserve(words * WORD);
-        let spare = &mut out.spare_capacity_mut()[..words * WORD];
-        for (chunk, word) in spare.chunks_exact_mut(WORD).zip(&src[..words]) {
-            for (dst, byte) in chunk.iter_mut().zip(word.load(Relaxed).to_ne_bytes()) {
-                dst.write(byte);
-            }
-        }
-        // SAFETY: the loop above initialised the first `words * WORD >= len` bytes of the spare
-        // capacity (`src[..words]` would have panicked had the source been shorter).
-        unsafe { out.set_len(len) };
-    }
-
-    pub fn load_words_zero_filled(src: &[AtomicU64], len: usize, out: &mut Vec<u8>) {
-        let words = len.div_ceil(WORD);
-        out.clear();
-        out.resize(words * WORD, 0);
-        for (chunk, word) in out.chunks_exact_mut(WORD).zip(&src[..words]) {
-            chunk.copy_from_slice(&word.load(Relaxed).to_ne_bytes());
-        }
-        out.truncate(len);
-    }
-}
-
-fn copy_parts(c: &mut Criterion) {
-    use std::sync::atomic::AtomicU64;
-    let mut group = c.benchmark_group("copy_loops");
-    for (name, size) in SIZES {
-        let src = payload(size);
-        let words = size.div_ceil(8);
-        let slot: Vec<AtomicU64> = (0..words).map(|_| AtomicU64::new(0)).collect();
-        copy_loops::store_words(&slot, &src);
-        let mut out = Vec::with_capacity(words * 8);
-        group.throughput(Throughput::Bytes(size as u64));
-        group.bench_with_input(BenchmarkId::new("store_words", name), &src, |b, src| {
-            b.iter(|| copy_loops::store_words(black_box(&slot), black_box(src)))
-        });
-        group.bench_function(BenchmarkId::new("load_words", name), |b| {
-            b.iter(|| copy_loops::load_words(black_box(&slot), size, black_box(&mut out)))
-        });
-        group.bench_function(BenchmarkId::new("load_words_zero_filled", name), |b| {
-            b.iter(|| {
-                copy_loops::load_words_zero_filled(black_box(&slot), size, black_box(&mut out))
-            })
-        });
-    }
-    group.finish();
-}
-
 criterion_group! {
     name = ring;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = publish, read, memcpy, copy_parts
+    targets = publish, read, memcpy
 }
 
 /// What the waiting process waits on.
