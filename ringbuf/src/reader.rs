@@ -1,6 +1,7 @@
 //! A reader of one ring: maps the file read-only, checks it, and follows the writer with its
 //! own cursor.
 
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
@@ -9,7 +10,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 use nix::sys::socket::{send, MsgFlags};
 
 use crate::dir::{open_regular, Access};
@@ -95,12 +96,13 @@ impl RingReader {
                 actual: meta.len(),
             });
         }
-        // SAFETY: the writer changes the file's contents while it is mapped, which is the point:
-        // every access goes through atomics (see mapped::header_of), and the layout is validated
-        // before any offset is used. A writer never shrinks a ring file in place (a new geometry
-        // gets a new file), so the mapped range stays backed.
-        let map = unsafe { Mmap::map(&file) }.map_err(Error::io(path))?;
-        let (layout, camera) = Layout::validate(crate::mapped::header_of(&map), meta.len(), path)?;
+        // The header page alone first: the rest is mapped only once the header has said how
+        // large the ring is, so a hostile file cannot make us map more than a valid ring needs.
+        let header_page = map_read_only(&file, HEADER_SIZE, path)?;
+        let (layout, camera) =
+            Layout::validate(crate::mapped::header_of(&header_page), meta.len(), path)?;
+        drop(header_page);
+        let map = map_read_only(&file, layout.file_size, path)?;
         let ring = MappedRing::new(map, layout);
         let head = FrameNo(ring.header().head.load(Acquire));
         Ok(RingReader {
@@ -267,6 +269,15 @@ impl RingReader {
             .map_err(Error::io(&self.path))?;
         Ok(theirs)
     }
+}
+
+fn map_read_only(file: &File, len: usize, path: &Path) -> Result<Mmap, Error> {
+    // SAFETY: the writer changes the file's contents while it is mapped, which is the point:
+    // every access goes through atomics (see mapped::header_of), and offsets come only from a
+    // validated layout. `len` never exceeds the file's size (checked by the caller's validation),
+    // and a writer never shrinks a ring file in place (a new geometry gets a new file), so the
+    // mapped range stays backed.
+    unsafe { MmapOptions::new().len(len).map(file) }.map_err(Error::io(path))
 }
 
 fn signal_loop(ring: &MappedRing<Mmap>, peer: &UnixStream, tick: Duration) {
