@@ -460,6 +460,9 @@ fn drain_ring(camera: &Camera, reader: &mut RingReader, spare: &mut Vec<u8>) {
                 let jpeg = std::mem::replace(spare, Vec::with_capacity(room));
                 let frame = Frame::new(camera.next_seq(), meta.frame_no, meta.capture, jpeg);
                 camera.publish(frame);
+                // Housekeeping refreshes this only once a second; the age in /api/cameras
+                // should not be that stale.
+                camera.published_at.set(SystemClock.mono());
             }
             Ok(None) => break,
             Err(e) => {
