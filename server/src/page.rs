@@ -25,10 +25,15 @@ pub fn index(cameras: &[Rc<Camera>], token: Option<&str>) -> String {
     for camera in cameras {
         let id = &camera.id;
         body.push_str(&format!(
-            "<figure><img src=\"/stream/{id}.mjpg{suffix}\" alt=\"{id}\"><figcaption>{id} ({})</figcaption></figure>\n",
+            "<figure><img src=\"/stream/{id}.mjpg{suffix}\" alt=\"{id}\" onload=\"showSize(this)\">\
+             <figcaption>{id} ({}<span class=\"size\"></span>)</figcaption></figure>\n",
             camera.state().as_str()
         ));
     }
-    body.push_str("</body></html>\n");
+    // The picture size, once the first frame has arrived, tells a person the stream is live.
+    body.push_str(
+        "<script>function showSize(img){img.parentElement.querySelector('.size').textContent=\
+         ', '+img.naturalWidth+'x'+img.naturalHeight}</script>\n</body></html>\n",
+    );
     body
 }
