@@ -145,3 +145,47 @@ fn ingest_needs_the_ingest_token_when_one_is_set() {
     wait_camera_listed(&server, "cam9");
     std::thread::sleep(Duration::from_millis(100));
 }
+
+/// A remote `ringcast-capture --push --on-demand`: it sends nothing while nobody watches, a
+/// viewer of the camera gets its frames, and when the viewer leaves it stops again.
+#[test]
+fn a_pushing_capture_reaches_viewers_and_follows_their_demand() {
+    let dir = temp_ring_dir();
+    let server = Server::start(dir.path(), 2, &["--ingest-token", "s3cret"]);
+    let camera = ChildGuard(
+        std::process::Command::new(capture_binary())
+            .args([
+                "--camera", "remote", "--source", "test", "--size", "320x240",
+            ])
+            .args(["--fps", "10", "--on-demand", "--idle-after", "1"])
+            .args(["--push", &server.ws_url("/ingest/remote")])
+            .env("RINGCAST_PUSH_TOKEN", "s3cret")
+            .env("RINGCAST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start ringcast-capture --push"),
+    );
+    wait_for("the pushed camera to be listed as idle", || {
+        (server.camera_field("remote", "status")? == "idle").then_some(())
+    });
+
+    let mut viewer = ws_connect(server.port, "/ws/remote");
+    let numbers: Vec<u64> = (0..10)
+        .map(|_| frame_no(&next_binary(&mut viewer)))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|w| w[1] > w[0]),
+        "frame numbers must increase: {numbers:?}"
+    );
+    wait_for(
+        "the pushed camera to be listed as online while watched",
+        || (server.camera_field("remote", "status")? == "online").then_some(()),
+    );
+    drop(viewer);
+
+    wait_for(
+        "the pushed camera to idle again once its viewer left",
+        || (server.camera_field("remote", "status")? == "idle").then_some(()),
+    );
+    drop(camera);
+}
