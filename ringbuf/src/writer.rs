@@ -85,7 +85,12 @@ impl RingWriter {
             let attempt = match opened {
                 Ok(file) => take_over(file, &path, camera, layout)?,
                 Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-                    create_file(&path, camera, layout, FrameNo::NONE, Placement::IfAbsent)?
+                    let fresh = NewRing {
+                        camera,
+                        layout,
+                        head: FrameNo::NONE,
+                    };
+                    create_file(&path, &fresh, Placement::IfAbsent)?
                 }
                 Err(e) => return Err(e),
             };
@@ -244,7 +249,15 @@ fn take_over(
                 .map(|(map, _, _)| header_of(&map).head.load(Relaxed))
                 .filter(|&h| h <= FrameNo::MAX_VALID.0)
                 .map_or(FrameNo::NONE, FrameNo);
-            create_file(path, camera, layout, head, Placement::Replace)
+            create_file(
+                path,
+                &NewRing {
+                    camera,
+                    layout,
+                    head,
+                },
+                Placement::Replace,
+            )
         }
     }
 }
@@ -256,13 +269,20 @@ enum Placement {
     Replace,
 }
 
+/// What a new ring file starts with.
+#[derive(Clone, Copy)]
+struct NewRing<'a> {
+    camera: &'a CameraId,
+    layout: Layout,
+    /// The last frame number of the ring it replaces, so numbering never goes back.
+    head: FrameNo,
+}
+
 /// Builds a complete ring in a temporary file, locked, then puts it at `path` in one step, so no
 /// reader ever sees a half-written header. `Ok(None)`: another writer created `path` first.
 fn create_file(
     path: &Path,
-    camera: &CameraId,
-    layout: Layout,
-    head: FrameNo,
+    ring: &NewRing<'_>,
     placement: Placement,
 ) -> Result<Option<RingWriter>, Error> {
     let tmp = temp_path(path);
@@ -273,7 +293,7 @@ fn create_file(
         .mode(RING_MODE)
         .open(&tmp)
         .map_err(Error::io(&tmp))?;
-    let result = fill_and_place(file, &tmp, path, camera, layout, head, placement);
+    let result = fill_and_place(file, &tmp, path, ring, placement);
     // The temporary name is gone on success (renamed) or must go on failure; either way a
     // leftover is ours to remove, and a missing one is fine.
     let _ = fs::remove_file(&tmp);
@@ -284,11 +304,10 @@ fn fill_and_place(
     file: File,
     tmp: &Path,
     path: &Path,
-    camera: &CameraId,
-    layout: Layout,
-    head: FrameNo,
+    new: &NewRing<'_>,
     placement: Placement,
 ) -> Result<Option<RingWriter>, Error> {
+    let layout = new.layout;
     // The umask may have narrowed the mode given at open.
     file.set_permissions(fs::Permissions::from_mode(RING_MODE))
         .map_err(Error::io(tmp))?;
@@ -299,7 +318,7 @@ fn fill_and_place(
     // SAFETY: the file is new, sized above, and only this process knows its name yet.
     let map = unsafe { MmapMut::map_mut(&*lock) }.map_err(Error::io(tmp))?;
     let ring = MappedRing::new(map, layout);
-    init_header(ring.header(), camera, layout, head);
+    init_header(ring.header(), new);
     match placement {
         Placement::Replace => fs::rename(tmp, path).map_err(Error::io(path))?,
         Placement::IfAbsent => match fs::hard_link(tmp, path) {
@@ -319,7 +338,12 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-fn init_header(header: &RingHeader, camera: &CameraId, layout: Layout, head: FrameNo) {
+fn init_header(header: &RingHeader, new: &NewRing<'_>) {
+    let NewRing {
+        camera,
+        layout,
+        head,
+    } = *new;
     // Relaxed throughout: the file becomes visible to readers only through the rename or link
     // that follows, a system call that orders these stores before any reader's open.
     header.version.store(LAYOUT_VERSION, Relaxed);
