@@ -10,7 +10,7 @@ use ringbuf::CameraId;
 use crate::http::{self, error_response, response, HeadError, Request, Status};
 use crate::hub::{bump, MJPEG_BOUNDARY};
 use crate::viewer::{self, Protocol, StreamSettings};
-use crate::worker::Worker;
+use crate::worker::{StreamingGuard, Worker};
 use crate::{ingest, metrics, page, websocket};
 
 /// What a request path names.
@@ -212,6 +212,25 @@ async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
 /// Caps the kernel's send buffer and its unsent part (so backlog cannot hide seconds of video
 /// from a slow viewer), turns off Nagle (a frame is written whole; its tail should not wait for
 /// an ACK) and turns on TCP keepalive.
+/// Counts a new viewer in and tunes its socket, or answers 503 when the worker is full.
+async fn admit_viewer(
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+) -> Option<(StreamingGuard, TcpStream)> {
+    let Some(guard) = worker.admit() else {
+        refuse(
+            worker,
+            stream,
+            Status::ServiceUnavailable,
+            "too many viewers",
+        )
+        .await;
+        return None;
+    };
+    tune_viewer_socket(worker, &stream);
+    Some((guard, stream))
+}
+
 fn tune_viewer_socket(worker: &Worker, stream: &TcpStream) {
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
@@ -249,7 +268,7 @@ fn settings(worker: &Worker, protocol: Protocol) -> StreamSettings {
 
 async fn websocket_viewer(
     worker: Rc<Worker>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     request: Request,
     already: Vec<u8>,
     cam: &str,
@@ -261,16 +280,9 @@ async fn websocket_viewer(
         Ok(accept) => accept,
         Err(e) => return refuse(&worker, stream, e.status(), &e.to_string()).await,
     };
-    let Some(_guard) = worker.admit() else {
-        return refuse(
-            &worker,
-            stream,
-            Status::ServiceUnavailable,
-            "too many viewers",
-        )
-        .await;
+    let Some((_guard, mut stream)) = admit_viewer(&worker, stream).await else {
+        return;
     };
-    tune_viewer_socket(&worker, &stream);
     let (sent, _) = stream
         .write_all(websocket::handshake_response(&accept))
         .await;
@@ -286,20 +298,13 @@ async fn websocket_viewer(
     .await;
 }
 
-async fn mjpeg_viewer(worker: Rc<Worker>, mut stream: TcpStream, already: Vec<u8>, cam: &str) {
+async fn mjpeg_viewer(worker: Rc<Worker>, stream: TcpStream, already: Vec<u8>, cam: &str) {
     let Some(camera) = worker.hub.camera(cam) else {
         return unknown_camera(&worker, stream, cam).await;
     };
-    let Some(_guard) = worker.admit() else {
-        return refuse(
-            &worker,
-            stream,
-            Status::ServiceUnavailable,
-            "too many viewers",
-        )
-        .await;
+    let Some((_guard, mut stream)) = admit_viewer(&worker, stream).await else {
+        return;
     };
-    tune_viewer_socket(&worker, &stream);
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}\r\nCache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
     );
