@@ -8,12 +8,11 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
@@ -61,47 +60,10 @@ fn rtp_encoder(rtp_port: u16, sdp: &Path) -> Running {
 }
 
 /// The RTSP front of the camera.
-struct RtspCamera {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl RtspCamera {
-    fn start(port: u16, rtp: Arc<UdpSocket>, sdp: String) -> RtspCamera {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind RTSP port");
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((socket, _)) => {
-                            let _ = serve_rtsp(socket, &rtp, &sdp, &stop);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-            })
-        };
-        RtspCamera {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn kill(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for RtspCamera {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn rtsp_camera(port: u16, rtp: Arc<UdpSocket>, sdp: String) -> TcpCamera {
+    TcpCamera::start(port, move |socket, stop| {
+        let _ = serve_rtsp(socket, &rtp, &sdp, stop);
+    })
 }
 
 /// One RTSP request: its method, CSeq and the URL it names.
@@ -214,7 +176,7 @@ fn an_rtsp_camera_is_read_through_ffmpeg_and_recovered_after_it_goes_away() {
     let sdp = load_sdp(&sdp_path);
 
     let port = free_port();
-    let mut camera = RtspCamera::start(port, Arc::clone(&rtp), sdp.clone());
+    let mut camera = rtsp_camera(port, Arc::clone(&rtp), sdp.clone());
     let dir = tempfile::tempdir().unwrap();
     let url = format!("rtsp://127.0.0.1:{port}/cam");
     let mut capture = capture(&[
@@ -234,7 +196,7 @@ fn an_rtsp_camera_is_read_through_ffmpeg_and_recovered_after_it_goes_away() {
 
     camera.kill();
     while frame_within(&mut reader, Duration::from_millis(500)).is_some() {}
-    let _camera = RtspCamera::start(port, rtp, sdp);
+    let _camera = rtsp_camera(port, rtp, sdp);
     frame_within(&mut reader, DEADLINE)
         .expect("capture did not recover when the RTSP camera came back");
     assert!(capture.terminate().success());

@@ -8,7 +8,6 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::*;
@@ -98,47 +97,10 @@ fn every_ffmpeg_frame_on_stdin_arrives_unchanged_apart_from_the_timing_segment()
 
 /// A small MJPEG "IP camera": multipart/x-mixed-replace, parts alternately with and without
 /// Content-Length, some garbage parts and one truncated JPEG among them.
-struct MjpegCamera {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl MjpegCamera {
-    fn start(port: u16, seed_base: u8, sent: Arc<Mutex<HashSet<Vec<u8>>>>) -> MjpegCamera {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind camera port");
-        listener.set_nonblocking(true).unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok((socket, _)) => {
-                            let _ = serve_mjpeg(socket, seed_base, &stop, &sent);
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
-            })
-        };
-        MjpegCamera {
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn kill(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-    }
-}
-
-impl Drop for MjpegCamera {
-    fn drop(&mut self) {
-        self.kill();
-    }
+fn mjpeg_camera(port: u16, seed_base: u8, sent: Arc<Mutex<HashSet<Vec<u8>>>>) -> TcpCamera {
+    TcpCamera::start(port, move |socket, stop| {
+        let _ = serve_mjpeg(socket, seed_base, stop, &sent);
+    })
 }
 
 fn serve_mjpeg(
@@ -218,7 +180,7 @@ impl Body {
 fn an_http_mjpeg_camera_is_passed_through_skipping_garbage_and_recovered_after_a_restart() {
     let port = free_port();
     let sent = Arc::new(Mutex::new(HashSet::new()));
-    let mut camera = MjpegCamera::start(port, 0, Arc::clone(&sent));
+    let mut camera = mjpeg_camera(port, 0, Arc::clone(&sent));
     let dir = tempfile::tempdir().unwrap();
     let url = format!("http://127.0.0.1:{port}/video.mjpg");
     let _capture = capture(&[
@@ -248,7 +210,7 @@ fn an_http_mjpeg_camera_is_passed_through_skipping_garbage_and_recovered_after_a
     wait_for("the ring to say the source is down", || {
         reader.writer_status(limit) == WriterStatus::Offline(OfflineReason::SourceDown)
     });
-    let _camera = MjpegCamera::start(port, 100, Arc::clone(&sent));
+    let _camera = mjpeg_camera(port, 100, Arc::clone(&sent));
     let (_, jpeg) = frame_within(&mut reader, DEADLINE)
         .expect("capture did not resume after the camera came back");
     assert_eq!(reader.writer_status(limit), WriterStatus::Online);
@@ -364,7 +326,7 @@ fn a_hung_source_does_not_keep_capture_from_stopping_on_sigterm() {
 fn a_chunked_mjpeg_stream_behind_basic_auth_is_read() {
     let port = free_port();
     let sent = Arc::new(Mutex::new(HashSet::new()));
-    let _camera = MjpegCamera::start(port, 50, Arc::clone(&sent));
+    let _camera = mjpeg_camera(port, 50, Arc::clone(&sent));
     let dir = tempfile::tempdir().unwrap();
     let ring_dir = dir.path().to_str().unwrap();
     let url = format!("http://user:pw@127.0.0.1:{port}/chunked/private");

@@ -272,3 +272,51 @@ pub fn alive(pid: i32) -> bool {
         .map(|s| !s.contains(") Z "))
         .unwrap_or(false)
 }
+
+/// A pretend camera on a TCP port: a thread that accepts one connection at a time and hands it
+/// to `serve` until the camera is killed (or dropped), which is how tests unplug a camera.
+pub struct TcpCamera {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpCamera {
+    pub fn start(
+        port: u16,
+        serve: impl Fn(std::net::TcpStream, &std::sync::atomic::AtomicBool) + Send + 'static,
+    ) -> TcpCamera {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind camera port");
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((socket, _)) => serve(socket, &stop),
+                        Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            })
+        };
+        TcpCamera {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+    }
+}
+
+impl Drop for TcpCamera {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
