@@ -44,3 +44,73 @@ pub(crate) fn wake_all(word: &AtomicU32) {
         );
     }
 }
+
+/// One word for [`wait_any`]: wake when `*word != expected`.
+pub(crate) struct WaitOn<'a> {
+    pub(crate) word: &'a AtomicU32,
+    pub(crate) expected: u32,
+}
+
+/// The kernel's `struct futex_waitv`; libc does not define it.
+#[repr(C)]
+struct FutexWaitv {
+    val: u64,
+    uaddr: u64,
+    flags: u32,
+    reserved: u32,
+}
+
+/// FUTEX2_SIZE_U32, without FUTEX2_PRIVATE: the words live in shared file mappings.
+const FUTEX2_SIZE_U32: u32 = 0x02;
+/// The most words one FUTEX_WAITV takes.
+pub(crate) const WAITV_MAX: usize = 128;
+
+/// What [`wait_any`] could do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WaitAny {
+    /// Woken, timed out, interrupted, or a word already differed: re-check.
+    Returned,
+    /// The kernel has no FUTEX_WAITV (before Linux 5.16).
+    Unsupported,
+}
+
+/// Sleeps until any of `words` (at most [`WAITV_MAX`]) differs from its expected value, or
+/// `timeout` passes.
+pub(crate) fn wait_any(words: &[WaitOn<'_>], timeout: Duration) -> WaitAny {
+    debug_assert!(words.len() <= WAITV_MAX);
+    let waiters: Vec<FutexWaitv> = words
+        .iter()
+        .map(|w| FutexWaitv {
+            val: u64::from(w.expected),
+            uaddr: w.word.as_ptr() as u64,
+            flags: FUTEX2_SIZE_U32,
+            reserved: 0,
+        })
+        .collect();
+    // FUTEX_WAITV takes an absolute CLOCK_MONOTONIC deadline.
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .unwrap_or(nix::sys::time::TimeSpec::new(0, 0));
+    let deadline = now + nix::sys::time::TimeSpec::from_duration(timeout);
+    let ts = libc::timespec {
+        tv_sec: deadline.tv_sec(),
+        tv_nsec: deadline.tv_nsec(),
+    };
+    // SAFETY: `waiters` (and every word it points to, borrowed for this call) outlives the
+    // call; the kernel only reads them. `ts` outlives the call. A failed wait (EAGAIN, EINTR,
+    // ETIMEDOUT) means "re-check", like a wake-up; only ENOSYS is told apart.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_futex_waitv,
+            waiters.as_ptr(),
+            waiters.len() as libc::c_uint,
+            0u32,
+            &ts as *const libc::timespec,
+            libc::CLOCK_MONOTONIC,
+        )
+    };
+    if result < 0 && nix::errno::Errno::last() == nix::errno::Errno::ENOSYS {
+        WaitAny::Unsupported
+    } else {
+        WaitAny::Returned
+    }
+}

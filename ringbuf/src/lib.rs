@@ -37,6 +37,8 @@ mod mapped;
 #[cfg(not(loom))]
 mod reader;
 #[cfg(not(loom))]
+mod watcher;
+#[cfg(not(loom))]
 mod writer;
 
 #[cfg(all(loom, test))]
@@ -55,5 +57,7 @@ pub use dir::{
 pub use mapped::{RingGeometry, MAX_SLOTS, MAX_SLOT_SIZE, MIN_SLOTS};
 #[cfg(not(loom))]
 pub use reader::{OfflineReason, RingInfo, RingReader, WriterStatus};
+#[cfg(not(loom))]
+pub use watcher::RingWatcher;
 #[cfg(not(loom))]
 pub use writer::{RingWriter, VideoFormat, WriterState};

@@ -242,6 +242,11 @@ impl RingReader {
         }
     }
 
+    /// The mapping, shared with a [`RingWatcher`](crate::RingWatcher) thread.
+    pub(crate) fn mapped(&self) -> Arc<MappedRing<Mmap>> {
+        Arc::clone(&self.ring)
+    }
+
     /// Whether the file at our path is no longer the one we mapped (removed, or replaced by a
     /// writer with another geometry). The caller should drop this reader and open the path again.
     pub fn is_replaced(&self) -> bool {
@@ -280,7 +285,7 @@ fn map_read_only(file: &File, len: usize, path: &Path) -> Result<Mmap, Error> {
     unsafe { MmapOptions::new().len(len).map(file) }.map_err(Error::io(path))
 }
 
-fn signal_loop(ring: &MappedRing<Mmap>, peer: &UnixStream, tick: Duration) {
+pub(crate) fn signal_loop(ring: &MappedRing<Mmap>, peer: &UnixStream, tick: Duration) {
     let header = ring.header();
     let mut seen_head = header.head.load(Acquire);
     loop {

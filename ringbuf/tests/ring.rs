@@ -208,3 +208,58 @@ fn the_signal_socket_wakes_on_publish() {
     let mut byte = [0u8; 1];
     assert_eq!(sock.read(&mut byte).unwrap(), 1);
 }
+
+#[test]
+fn one_watcher_signals_each_ring_that_publishes_and_only_it() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let mut door =
+        RingWriter::create(dir.path(), &CameraId::new("door").unwrap(), small()).unwrap();
+    let mut yard =
+        RingWriter::create(dir.path(), &CameraId::new("yard").unwrap(), small()).unwrap();
+    let watcher = ringbuf::RingWatcher::start(Duration::from_secs(30)).unwrap();
+    let door_reader = RingReader::open(door.path()).unwrap();
+    let yard_reader = RingReader::open(yard.path()).unwrap();
+    let mut door_sock = watcher.watch(&door_reader).unwrap();
+    let mut yard_sock = watcher.watch(&yard_reader).unwrap();
+    let mut drain = |sock: &mut std::os::unix::net::UnixStream| {
+        let mut buf = [0u8; 64];
+        sock.set_nonblocking(true).unwrap();
+        while sock.read(&mut buf).is_ok_and(|n| n > 0) {}
+    };
+    // Adding a ring pokes it once; start from quiet sockets.
+    std::thread::sleep(Duration::from_millis(100));
+    drain(&mut door_sock);
+    drain(&mut yard_sock);
+
+    door.publish(b"x", WallNanos(1)).unwrap();
+    door_sock.set_nonblocking(false).unwrap();
+    door_sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        door_sock.read(&mut byte).unwrap(),
+        1,
+        "door was not signalled"
+    );
+    yard_sock.set_nonblocking(true).unwrap();
+    assert!(
+        yard_sock.read(&mut byte).is_err(),
+        "yard signalled without a frame"
+    );
+
+    // A socket the event loop dropped is forgotten; the others keep working.
+    drop(door_sock);
+    door.publish(b"y", WallNanos(2)).unwrap();
+    yard.publish(b"z", WallNanos(3)).unwrap();
+    yard_sock.set_nonblocking(false).unwrap();
+    yard_sock
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert_eq!(
+        yard_sock.read(&mut byte).unwrap(),
+        1,
+        "yard was not signalled"
+    );
+}
