@@ -288,7 +288,7 @@ fn mark_idle(control: &IngestControl, writer: &RingWriter, watched: bool) {
     let quiet = control
         .last_frame
         .get()
-        .map_or(true, |at| at.elapsed() >= IDLE_AFTER_LAST_FRAME);
+        .is_none_or(|at| at.elapsed() >= IDLE_AFTER_LAST_FRAME);
     let idle = !watched && quiet;
     if control.ring_idle.replace(idle) != idle {
         writer.set_idle(idle);
