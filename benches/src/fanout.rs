@@ -218,7 +218,7 @@ impl Fanout {
         let mut jpeg = Vec::new();
         let mut scratch = vec![0u8; 4096];
         let mut last_log = Instant::now();
-        while !stop.load(Relaxed) && deadline.map_or(true, |d| Instant::now() < d) {
+        while !stop.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
             match self.poll.poll(&mut events, Some(TICK)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

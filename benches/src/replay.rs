@@ -96,7 +96,7 @@ pub fn run(args: &ReplayArgs, stop: &AtomicBool) -> Result<u64, ReplayError> {
     let mut frame = Vec::with_capacity(jpeg.len() + TIMING_ROOM);
     let mut next = Instant::now();
     let mut published = 0;
-    while !stop.load(Relaxed) && deadline.map_or(true, |d| Instant::now() < d) {
+    while !stop.load(Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
         let timing = FrameTiming {
             frame_no: writer.next_frame_no(),
             capture: SystemClock.wall(),

@@ -56,7 +56,7 @@ impl LogLimit {
     pub fn allow(&mut self, now: Instant) -> bool {
         let due = self
             .last
-            .map_or(true, |last| now.duration_since(last) >= self.period);
+            .is_none_or(|last| now.duration_since(last) >= self.period);
         if due {
             self.last = Some(now);
         }

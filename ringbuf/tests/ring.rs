@@ -222,7 +222,7 @@ fn one_watcher_signals_each_ring_that_publishes_and_only_it() {
     let yard_reader = RingReader::open(yard.path()).unwrap();
     let mut door_sock = watcher.watch(&door_reader).unwrap();
     let mut yard_sock = watcher.watch(&yard_reader).unwrap();
-    let mut drain = |sock: &mut std::os::unix::net::UnixStream| {
+    let drain = |sock: &mut std::os::unix::net::UnixStream| {
         let mut buf = [0u8; 64];
         sock.set_nonblocking(true).unwrap();
         while sock.read(&mut buf).is_ok_and(|n| n > 0) {}

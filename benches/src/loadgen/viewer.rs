@@ -448,7 +448,7 @@ impl Viewer {
                     Some(last) if n > last => skipped = n - last - 1,
                     Some(_) => s.out_of_order += 1,
                 }
-                if s.last_frame.map_or(true, |last| n > last) {
+                if s.last_frame.is_none_or(|last| n > last) {
                     s.last_frame = Some(n);
                 }
                 s.skipped_total += skipped;
