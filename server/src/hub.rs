@@ -13,8 +13,8 @@ use std::time::Duration;
 use monoio::io::AsyncReadRent;
 use ringbuf::demand::{DemandCell, DemandFile};
 use ringbuf::{
-    scan_ring_dir, CameraId, Clock, FrameNo, MonoNanos, RingReader, SystemClock, WallNanos,
-    WriterStatus,
+    scan_ring_dir, CameraId, Clock, FrameNo, MonoNanos, RingReader, RingWatcher, SystemClock,
+    WallNanos, WriterStatus,
 };
 
 use crate::websocket::{binary_header, WsHeader};
@@ -251,15 +251,19 @@ pub struct Hub {
     ring_dir: std::path::PathBuf,
     offline_after: Duration,
     cameras: RefCell<BTreeMap<CameraId, Rc<Camera>>>,
+    /// One waiting thread for every ring this worker follows (DESIGN.md: one thread per process,
+    /// the ring waiter being the allowed exception).
+    watcher: RingWatcher,
 }
 
 impl Hub {
-    pub fn new(ring_dir: &Path, offline_after: Duration) -> Rc<Hub> {
-        Rc::new(Hub {
+    pub fn new(ring_dir: &Path, offline_after: Duration) -> Result<Rc<Hub>, ringbuf::Error> {
+        Ok(Rc::new(Hub {
             ring_dir: ring_dir.to_owned(),
             offline_after,
             cameras: RefCell::new(BTreeMap::new()),
-        })
+            watcher: RingWatcher::start(RING_TICK)?,
+        }))
     }
 
     pub fn ring_dir(&self) -> &Path {
@@ -349,10 +353,7 @@ impl Hub {
                 return;
             }
         };
-        let signal = match reader
-            .signal(RING_TICK)
-            .and_then(|s| monoio::net::UnixStream::from_std(s).map_err(|e| io_error(path, e)))
-        {
+        let signal = match watch(&self.watcher, &reader) {
             Ok(signal) => signal,
             Err(e) => {
                 tracing::warn!(camera = %camera.id, "cannot follow the ring: {e}");
@@ -372,20 +373,20 @@ impl Hub {
         camera.width.set(format.width);
         camera.height.set(format.height);
         tracing::info!(camera = %camera.id, "following {}", path.display());
-        monoio::spawn(follow(
-            Rc::clone(camera),
-            reader,
-            signal,
-            self.offline_after,
-        ));
+        monoio::spawn(follow(Rc::clone(self), Rc::clone(camera), reader, signal));
     }
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> ringbuf::Error {
-    ringbuf::Error::Io {
-        path: path.to_owned(),
+/// A socket of the hub's watcher that wakes the event loop when `reader`'s ring may have a frame.
+fn watch(
+    watcher: &RingWatcher,
+    reader: &RingReader,
+) -> Result<monoio::net::UnixStream, ringbuf::Error> {
+    let signal = watcher.watch(reader)?;
+    monoio::net::UnixStream::from_std(signal).map_err(|source| ringbuf::Error::Io {
+        path: reader.path().to_owned(),
         source,
-    }
+    })
 }
 
 fn claim_demand(dir: &Path, id: &CameraId) -> Option<(Arc<DemandFile>, DemandCell)> {
@@ -402,11 +403,12 @@ fn claim_demand(dir: &Path, id: &CameraId) -> Option<(Arc<DemandFile>, DemandCel
 
 /// The ring reader task of one camera: copies each new frame out once and publishes it.
 async fn follow(
+    hub: Rc<Hub>,
     camera: Rc<Camera>,
     mut reader: RingReader,
     mut signal: monoio::net::UnixStream,
-    offline_after: Duration,
 ) {
+    let offline_after = hub.offline_after;
     let mut wake_buf = vec![0u8; 64];
     let mut spare = Vec::new();
     let mut housekeeping = HouseKeeping::new(&reader);
@@ -414,7 +416,7 @@ async fn follow(
         drain_ring(&camera, &mut reader, &mut spare);
         if housekeeping.due() {
             if reader.is_replaced() {
-                match reopen(&camera, &reader) {
+                match reopen(&hub.watcher, &camera, &reader) {
                     Some((new_reader, new_signal)) => {
                         reader = new_reader;
                         signal = new_signal;
@@ -438,10 +440,13 @@ async fn follow(
     tracing::info!(camera = %camera.id, "ring removed");
 }
 
-fn reopen(camera: &Camera, old: &RingReader) -> Option<(RingReader, monoio::net::UnixStream)> {
+fn reopen(
+    watcher: &RingWatcher,
+    camera: &Camera,
+    old: &RingReader,
+) -> Option<(RingReader, monoio::net::UnixStream)> {
     let reader = RingReader::open(old.path()).ok()?;
-    let signal = reader.signal(RING_TICK).ok()?;
-    let signal = monoio::net::UnixStream::from_std(signal).ok()?;
+    let signal = watch(watcher, &reader).ok()?;
     tracing::info!(camera = %camera.id, "ring replaced, following the new file");
     Some((reader, signal))
 }

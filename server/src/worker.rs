@@ -109,7 +109,7 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().map_err(ServerError::Accept)?;
     let listener = monoio::net::TcpListener::from_std(listener).map_err(ServerError::Accept)?;
-    let hub = Hub::new(&config.ring_dir, config.offline_after);
+    let hub = Hub::new(&config.ring_dir, config.offline_after)?;
     let worker = Rc::new(Worker {
         config,
         hub: Rc::clone(&hub),
