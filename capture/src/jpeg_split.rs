@@ -9,8 +9,9 @@
 
 use memchr::memchr;
 
-/// Frames larger than this are cut off as corrupt (and the scan resyncs on the next SOI).
-pub const MAX_FRAME: usize = 32 << 20;
+/// Room above `--max-frame-bytes` for what the pipeline may legitimately shrink away (fill
+/// bytes, a larger APP segment); a frame past the limit plus this is cut off unread.
+const LIMIT_SLACK: usize = 64 << 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -37,19 +38,22 @@ pub struct JpegSplitter {
     state: State,
     /// Where parsing continues; the current frame (if any) starts at 0.
     pos: usize,
+    /// A frame that grows past this many bytes is cut off as broken (and the scan resyncs on
+    /// the next SOI), so a stream that never ends a frame cannot fill memory.
+    limit: usize,
 }
 
-impl Default for JpegSplitter {
-    fn default() -> Self {
+impl JpegSplitter {
+    /// A splitter for frames of at most about `max_frame_bytes` (`--max-frame-bytes`).
+    pub fn new(max_frame_bytes: usize) -> JpegSplitter {
         JpegSplitter {
             buf: Vec::new(),
             state: State::Searching,
             pos: 0,
+            limit: max_frame_bytes.saturating_add(LIMIT_SLACK),
         }
     }
-}
 
-impl JpegSplitter {
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }
@@ -62,29 +66,33 @@ impl JpegSplitter {
     /// The next complete (or broken) frame in what was pushed so far.
     pub fn next_frame(&mut self) -> Option<Split> {
         loop {
-            match self.state {
+            let step = match self.state {
                 State::Searching => {
                     if !self.find_soi() {
                         return None;
                     }
+                    Some(Step::Continue)
                 }
-                State::Segments => match self.step_segment()? {
-                    Step::Continue => {}
-                    Step::Done(end) => return Some(Split::Frame(self.take(end))),
-                    Step::Broken(end) => return Some(Split::Broken(self.take(end))),
-                },
-                State::Entropy => match self.step_entropy()? {
-                    Step::Continue => {}
-                    Step::Done(end) => return Some(Split::Frame(self.take(end))),
-                    Step::Broken(end) => return Some(Split::Broken(self.take(end))),
-                },
+                State::Segments => self.step_segment(),
+                State::Entropy => self.step_entropy(),
+            };
+            match step {
+                Some(Step::Continue) => {}
+                Some(Step::Done(end)) => return Some(Split::Frame(self.take(end))),
+                Some(Step::Broken(end)) => return Some(Split::Broken(self.take(end))),
+                // Waiting for more bytes: unless the frame is already too large to be one.
+                None => return self.cut_oversized(self.buf.len()),
             }
-            if self.pos > MAX_FRAME {
-                // Resync after the bogus start; what was consumed is reported as broken.
-                let end = self.pos;
-                return Some(Split::Broken(self.take(end)));
+            if let Some(broken) = self.cut_oversized(self.pos) {
+                return Some(broken);
             }
         }
+    }
+
+    /// The frame so far as broken if `size` (its length) is past the limit; the scan then
+    /// resyncs after what was consumed.
+    fn cut_oversized(&mut self, size: usize) -> Option<Split> {
+        (size > self.limit).then(|| Split::Broken(self.take(size)))
     }
 
     /// Drops everything before the next SOI; `false` if there is none yet.
@@ -141,9 +149,17 @@ impl JpegSplitter {
     }
 
     fn step_entropy(&mut self) -> Option<Step> {
-        let i = memchr(0xFF, self.buf.get(self.pos..)?)?;
+        let Some(i) = memchr(0xFF, self.buf.get(self.pos..)?) else {
+            // No marker in what is buffered: never scan these bytes again.
+            self.pos = self.buf.len();
+            return None;
+        };
         let at = self.pos + i;
-        let &next = self.buf.get(at + 1)?;
+        let Some(&next) = self.buf.get(at + 1) else {
+            // A trailing 0xFF is the first half of a marker; resume at it.
+            self.pos = at;
+            return None;
+        };
         match next {
             // Stuffed 0xFF, a restart marker, or fill: still entropy-coded data.
             0x00 | 0xD0..=0xD7 => self.pos = at + 2,
@@ -187,7 +203,7 @@ mod tests {
     }
 
     fn split_all(input: &[u8], chunk: usize) -> Vec<Split> {
-        let mut splitter = JpegSplitter::default();
+        let mut splitter = JpegSplitter::new(1 << 20);
         let mut out = Vec::new();
         for piece in input.chunks(chunk) {
             splitter.push(piece);
@@ -238,7 +254,57 @@ mod tests {
         assert_eq!(frames[1], Split::Frame(jpeg(2)));
     }
 
+    #[test]
+    fn entropy_data_without_markers_is_scanned_once_and_cut_at_the_limit() {
+        let max = 100_000;
+        let mut splitter = JpegSplitter::new(max);
+        splitter.push(&[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02]);
+        assert_eq!(splitter.next_frame(), None);
+        let zeros = vec![0u8; 4096];
+        let mut broken = 0;
+        for _ in 0..200 {
+            splitter.push(&zeros);
+            match splitter.next_frame() {
+                None => assert_eq!(splitter.pos, splitter.buffered(), "rescans from the start"),
+                Some(Split::Broken(bytes)) => {
+                    assert!(bytes.len() <= max + LIMIT_SLACK + zeros.len());
+                    broken += 1;
+                }
+                Some(Split::Frame(_)) => panic!("zeros made a frame"),
+            }
+            assert!(splitter.buffered() <= max + LIMIT_SLACK + zeros.len());
+        }
+        assert_eq!(
+            broken, 1,
+            "the oversized frame is reported once, then skipped"
+        );
+        // A trailing 0xFF is kept: it may start a marker.
+        let mut splitter = JpegSplitter::new(max);
+        splitter.push(&[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x11, 0xFF]);
+        assert_eq!(splitter.next_frame(), None);
+        assert_eq!(splitter.pos, 7);
+        splitter.push(&[0xD9]);
+        assert!(matches!(splitter.next_frame(), Some(Split::Frame(_))));
+    }
+
     proptest::proptest! {
+        #[test]
+        fn a_frame_that_never_ends_never_buffers_past_the_limit(
+            max in 0usize..20_000,
+            run in proptest::collection::vec(0u8..0xFF, 1..512),
+            chunk_count in 1usize..300,
+        ) {
+            let mut splitter = JpegSplitter::new(max);
+            splitter.push(&[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02]);
+            for _ in 0..chunk_count {
+                splitter.push(&run);
+                while let Some(split) = splitter.next_frame() {
+                    proptest::prop_assert!(matches!(split, Split::Broken(_)));
+                }
+                proptest::prop_assert!(splitter.buffered() <= max + LIMIT_SLACK);
+            }
+        }
+
         #[test]
         fn any_bytes_split_without_panicking_into_well_formed_frames(
             input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..4096),

@@ -29,10 +29,15 @@ pub struct ByteStream<R> {
 }
 
 impl<R: Read + AsFd + Send> ByteStream<R> {
-    pub fn new(reader: R, silent_limit: Option<Duration>, on_end: OnEnd) -> ByteStream<R> {
+    pub fn new(
+        reader: R,
+        max_frame_bytes: usize,
+        silent_limit: Option<Duration>,
+        on_end: OnEnd,
+    ) -> ByteStream<R> {
         ByteStream {
             reader,
-            splitter: JpegSplitter::default(),
+            splitter: JpegSplitter::new(max_frame_bytes),
             chunk: vec![0; READ_CHUNK],
             last_data: Instant::now(),
             silent_limit,

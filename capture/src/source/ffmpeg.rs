@@ -116,6 +116,7 @@ impl Source for FfmpegSource {
         let pid = child.id();
         let stream = ByteStream::new(
             stdout,
+            self.options.max_frame_bytes,
             Some(SILENT_LIMIT),
             Box::new(move || SourceError::Protocol(format!("ffmpeg (pid {pid}) exited"))),
         );
@@ -202,6 +203,7 @@ mod tests {
             }),
             fps: Some(15),
             quality: 80,
+            max_frame_bytes: 2 << 20,
         };
         let args = ffmpeg_args("rtsp://cam/stream", &options).join(" ");
         assert!(args.contains("-rtsp_transport tcp"), "{args}");

@@ -115,11 +115,15 @@ fn percent_decode(s: &str) -> String {
 
 pub struct HttpSource {
     url: String,
+    max_frame_bytes: usize,
 }
 
 impl HttpSource {
-    pub fn new(url: String) -> HttpSource {
-        HttpSource { url }
+    pub fn new(url: String, max_frame_bytes: usize) -> HttpSource {
+        HttpSource {
+            url,
+            max_frame_bytes,
+        }
     }
 }
 
@@ -142,6 +146,7 @@ impl Source for HttpSource {
         let response = parse_head(&head)?;
         let stream = ByteStream::new(
             socket,
+            self.max_frame_bytes,
             Some(SILENT_LIMIT),
             Box::new(|| SourceError::Protocol("the camera closed the connection".into())),
         )

@@ -68,6 +68,8 @@ pub struct SourceOptions {
     pub size: Option<Size>,
     pub fps: Option<u32>,
     pub quality: u8,
+    /// `--max-frame-bytes`: byte-stream sources give up on a frame that grows much past it.
+    pub max_frame_bytes: usize,
 }
 
 impl SourceOptions {
@@ -77,6 +79,7 @@ impl SourceOptions {
             size: args.size,
             fps: args.fps,
             quality: args.quality,
+            max_frame_bytes: args.max_frame_bytes,
         }
     }
 }
@@ -86,8 +89,8 @@ pub fn build(spec: &SourceSpec, options: SourceOptions) -> Box<dyn Source> {
     match spec {
         SourceSpec::TestPattern => Box::new(TestPattern::new(options)),
         SourceSpec::V4l2(path) => Box::new(V4l2Source::new(path.clone(), options)),
-        SourceSpec::Http(url) => Box::new(HttpSource::new(url.clone())),
-        SourceSpec::Stdin => Box::new(StdinSource::new()),
+        SourceSpec::Http(url) => Box::new(HttpSource::new(url.clone(), options.max_frame_bytes)),
+        SourceSpec::Stdin => Box::new(StdinSource::new(options.max_frame_bytes)),
         SourceSpec::Ffmpeg(url) => Box::new(FfmpegSource::new(url.clone(), options)),
     }
 }

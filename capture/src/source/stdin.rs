@@ -8,12 +8,13 @@ use super::byte_stream::ByteStream;
 use super::{Captured, FrameStream, Source};
 use crate::SourceError;
 
-#[derive(Default)]
-pub struct StdinSource;
+pub struct StdinSource {
+    max_frame_bytes: usize,
+}
 
 impl StdinSource {
-    pub fn new() -> StdinSource {
-        StdinSource
+    pub fn new(max_frame_bytes: usize) -> StdinSource {
+        StdinSource { max_frame_bytes }
     }
 }
 
@@ -28,6 +29,7 @@ impl Source for StdinSource {
         Ok(Box::new(StdinStream {
             inner: ByteStream::new(
                 StdinReader(std::io::stdin()),
+                self.max_frame_bytes,
                 None,
                 Box::new(|| SourceError::Finished),
             ),

@@ -251,6 +251,7 @@ mod tests {
             }),
             fps: Some(240),
             quality: 80,
+            max_frame_bytes: 2 << 20,
         };
         let mut stream = TestPattern::new(options).open().unwrap();
         let frame = loop {
