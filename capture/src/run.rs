@@ -181,6 +181,9 @@ impl Capture {
             if !idle {
                 match frames.recv_timeout(TICK) {
                     Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
+                    Ok(SourceEvent::Broken { bytes }) => {
+                        self.count_corrupt(&format!("a broken piece of the stream ({bytes} bytes)"))
+                    }
                     Ok(SourceEvent::Lost) => self.sink.set_state(WriterState::SourceDown),
                     Ok(SourceEvent::Finished) => return Ended::InputFinished,
                     Err(RecvTimeoutError::Disconnected) => return Ended::SourceLost,
@@ -253,12 +256,14 @@ impl Capture {
             Processed::Unchanged => {
                 self.stats.unchanged.fetch_add(1, Relaxed);
             }
-            Processed::Corrupt(reason) => {
-                self.stats.corrupt.fetch_add(1, Relaxed);
-                if self.corrupt_warnings.allow(Instant::now()) {
-                    warn!("dropped a corrupt frame: {reason} (further ones are counted in the periodic line)");
-                }
-            }
+            Processed::Corrupt(reason) => self.count_corrupt(&format!("a corrupt frame: {reason}")),
+        }
+    }
+
+    fn count_corrupt(&mut self, what: &str) {
+        self.stats.corrupt.fetch_add(1, Relaxed);
+        if self.corrupt_warnings.allow(Instant::now()) {
+            warn!("dropped {what} (further ones are counted in the periodic line)");
         }
     }
 }

@@ -10,13 +10,17 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
-use crate::source::{Captured, FrameStream, Source};
+use crate::source::{Captured, FrameStream, Pulled, Source};
 use crate::SourceError;
 
 /// Messages from the source thread to the pipeline.
 #[derive(Debug)]
 pub enum SourceEvent {
     Frame(Captured),
+    /// A piece of the stream that was not a whole frame, dropped by the source.
+    Broken {
+        bytes: usize,
+    },
     /// The source failed and is being retried: readers should see the camera offline until the
     /// next frame.
     Lost,
@@ -156,9 +160,14 @@ fn pull(
             };
         }
         match stream.next_frame() {
-            Ok(Some(frame)) => {
+            Ok(Some(Pulled::Frame(frame))) => {
                 backoff.reset();
                 if frames.send(SourceEvent::Frame(frame)).is_err() {
+                    return Outcome::Stopped;
+                }
+            }
+            Ok(Some(Pulled::Broken { bytes })) => {
+                if frames.send(SourceEvent::Broken { bytes }).is_err() {
                     return Outcome::Stopped;
                 }
             }

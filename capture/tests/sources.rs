@@ -343,3 +343,55 @@ fn a_chunked_mjpeg_stream_behind_basic_auth_is_read() {
         assert!(sent.lock().unwrap().contains(&without_timing(&jpeg)));
     }
 }
+
+/// A "camera" that answers like an MJPEG camera and then sends bytes that never make a frame
+/// (a frame start followed by endless entropy data, as a hostile or confused camera might).
+fn endless_non_jpeg_camera(
+    port: u16,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+) -> TcpCamera {
+    TcpCamera::start(port, move |mut socket, stop| {
+        connections.fetch_add(1, Ordering::SeqCst);
+        let _ = socket.set_nonblocking(false);
+        let mut request = [0u8; 2048];
+        let _ = socket.read(&mut request);
+        let head =
+            b"HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+        let mut sent = socket
+            .write_all(head)
+            .and_then(|()| socket.write_all(&[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02]));
+        let run = vec![0x5Au8; 16 << 10];
+        while sent.is_ok() && !stop.load(Ordering::Relaxed) {
+            sent = socket.write_all(&run);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+}
+
+#[test]
+fn a_camera_sending_bytes_that_never_make_a_frame_is_reconnected_and_capture_still_stops() {
+    let port = free_port();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let _camera = endless_non_jpeg_camera(port, Arc::clone(&connections));
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut capture = capture(&[
+        "--camera",
+        "noise",
+        "--source",
+        &url,
+        "--ring-dir",
+        dir.path().to_str().unwrap(),
+        "--max-frame-bytes",
+        "65536",
+    ]);
+    let reader = open_ring(dir.path(), "noise");
+    wait_for("the camera reported lost", || {
+        reader.writer_status(Duration::from_secs(5))
+            == WriterStatus::Offline(OfflineReason::SourceDown)
+    });
+    wait_for("capture reconnecting to the camera", || {
+        connections.load(Ordering::SeqCst) >= 2
+    });
+    assert!(capture.terminate().success());
+}

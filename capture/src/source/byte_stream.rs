@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::{now_wall, Captured, POLL};
+use super::{now_wall, Captured, Pulled, POLL};
 use crate::jpeg_split::{JpegSplitter, Split};
 use crate::SourceError;
 
@@ -21,7 +21,7 @@ pub struct ByteStream<R> {
     reader: R,
     splitter: JpegSplitter,
     chunk: Vec<u8>,
-    last_data: Instant,
+    last_frame: Instant,
     silent_limit: Option<Duration>,
     decoder: Option<super::http::ChunkedDecoder>,
     decoded: Vec<u8>,
@@ -39,7 +39,7 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
             reader,
             splitter: JpegSplitter::new(max_frame_bytes),
             chunk: vec![0; READ_CHUNK],
-            last_data: Instant::now(),
+            last_frame: Instant::now(),
             silent_limit,
             decoder: None,
             decoded: Vec::new(),
@@ -67,27 +67,25 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
         }
     }
 
-    pub fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+    /// The next frame or broken piece. Returns `Ok(None)` once about [`POLL`] has passed
+    /// without one, however many bytes arrived meanwhile, so the supervisor can pause or stop.
+    pub fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
+        let began = Instant::now();
         loop {
             if let Some(split) = self.splitter.next_frame() {
-                // A broken frame goes on too: the pipeline drops and counts it as corrupt.
-                let jpeg = match split {
-                    Split::Frame(jpeg) | Split::Broken(jpeg) => jpeg,
-                };
-                return Ok(Some(Captured {
-                    jpeg,
-                    capture: now_wall(),
+                return Ok(Some(match split {
+                    Split::Frame(jpeg) => {
+                        self.last_frame = Instant::now();
+                        Pulled::Frame(Captured {
+                            jpeg,
+                            capture: now_wall(),
+                        })
+                    }
+                    Split::Broken(jpeg) => Pulled::Broken { bytes: jpeg.len() },
                 }));
             }
-            if !self.wait_readable()? {
-                if let Some(limit) = self.silent_limit {
-                    if self.last_data.elapsed() > limit {
-                        return Err(SourceError::Protocol(format!(
-                            "no data for {} s",
-                            limit.as_secs()
-                        )));
-                    }
-                }
+            self.check_silence()?;
+            if began.elapsed() >= POLL || !self.wait_readable()? {
                 return Ok(None);
             }
             let n = match self.reader.read(&mut self.chunk) {
@@ -96,10 +94,20 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
                 Err(e) if is_retry(&e) => continue,
                 Err(e) => return Err(SourceError::io("reading the stream")(e)),
             };
-            self.last_data = Instant::now();
             let chunk = std::mem::take(&mut self.chunk);
             self.feed(&chunk[..n]);
             self.chunk = chunk;
+        }
+    }
+
+    /// Bytes that never make a frame (garbage, another codec) count as silence: the camera is
+    /// reconnected as if it sent nothing.
+    fn check_silence(&self) -> Result<(), SourceError> {
+        match self.silent_limit {
+            Some(limit) if self.last_frame.elapsed() > limit => Err(SourceError::Protocol(
+                format!("no frame for {} s", limit.as_secs()),
+            )),
+            _ => Ok(()),
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tracing::{debug, info, warn};
 
 use super::byte_stream::ByteStream;
-use super::{Captured, FrameStream, Source, SourceOptions};
+use super::{FrameStream, Pulled, Source, SourceOptions};
 use crate::cli::redact;
 use crate::SourceError;
 
@@ -156,7 +156,7 @@ struct FfmpegStream {
 }
 
 impl FrameStream for FfmpegStream {
-    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+    fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
         self.inner
             .next_frame()
             .map_err(|e| match self.exit_status() {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use super::byte_stream::ByteStream;
-use super::{Captured, FrameStream, Source, POLL};
+use super::{FrameStream, Pulled, Source, POLL};
 use crate::cli::redact;
 use crate::SourceError;
 
@@ -160,7 +160,7 @@ struct HttpStream {
 }
 
 impl FrameStream for HttpStream {
-    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+    fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
         self.inner.next_frame()
     }
 }

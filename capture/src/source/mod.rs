@@ -37,6 +37,17 @@ pub struct Captured {
     pub capture: WallNanos,
 }
 
+/// What one call of [`FrameStream::next_frame`] brought.
+#[derive(Debug)]
+pub enum Pulled {
+    Frame(Captured),
+    /// A piece of the stream that started as a frame but broke off (truncated, cut off past
+    /// the size limit); dropped here and only counted.
+    Broken {
+        bytes: usize,
+    },
+}
+
 pub trait Source: Send {
     /// What this source is, for logs ("V4L2 device /dev/video0").
     fn describe(&self) -> String;
@@ -57,8 +68,8 @@ pub trait Source: Send {
 }
 
 pub trait FrameStream: Send {
-    /// The next frame; `Ok(None)` if none came within about [`POLL`].
-    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError>;
+    /// The next frame (or broken piece); `Ok(None)` if none came within about [`POLL`].
+    fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError>;
 }
 
 /// What sources that encode or scale need to know.

@@ -5,7 +5,7 @@ use std::io::Stdin;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use super::byte_stream::ByteStream;
-use super::{Captured, FrameStream, Source};
+use super::{FrameStream, Pulled, Source};
 use crate::SourceError;
 
 pub struct StdinSource {
@@ -42,7 +42,7 @@ struct StdinStream {
 }
 
 impl FrameStream for StdinStream {
-    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+    fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
         self.inner.next_frame()
     }
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use turbojpeg::{Compressor, Subsamp, YuvImage};
 
-use super::{now_wall, Captured, FrameStream, Source, SourceOptions, POLL};
+use super::{now_wall, Captured, FrameStream, Pulled, Source, SourceOptions, POLL};
 use crate::cli::Size;
 use crate::overlay::{text_scale, PlaneLayout, Planes, Rect};
 use crate::SourceError;
@@ -133,13 +133,13 @@ impl PatternStream {
 }
 
 impl FrameStream for PatternStream {
-    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+    fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
         if !self.wait_until_due() {
             return Ok(None);
         }
         let capture = now_wall();
         let jpeg = self.render()?;
-        Ok(Some(Captured { jpeg, capture }))
+        Ok(Some(Pulled::Frame(Captured { jpeg, capture })))
     }
 }
 
@@ -255,7 +255,7 @@ mod tests {
         };
         let mut stream = TestPattern::new(options).open().unwrap();
         let frame = loop {
-            if let Some(frame) = stream.next_frame().unwrap() {
+            if let Some(Pulled::Frame(frame)) = stream.next_frame().unwrap() {
                 break frame;
             }
         };

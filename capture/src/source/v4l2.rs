@@ -19,7 +19,7 @@ use v4l::io::traits::CaptureStream;
 use v4l::video::Capture;
 use v4l::{Device, Format, FourCC};
 
-use super::{now_wall, Captured, FrameStream, Source, SourceOptions, POLL};
+use super::{now_wall, Captured, FrameStream, Pulled, Source, SourceOptions, POLL};
 use crate::cli::Size;
 use crate::SourceError;
 
@@ -273,7 +273,7 @@ impl V4l2Stream {
 }
 
 impl FrameStream for V4l2Stream {
-    fn next_frame(&mut self) -> Result<Option<Captured>, SourceError> {
+    fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
         if self.started {
             // Wait here rather than in the stream: after a timed-out dequeue the v4l stream
             // would queue its previous buffer twice.
@@ -301,7 +301,7 @@ impl FrameStream for V4l2Stream {
             (None, _) | (_, PixelKind::Mjpeg) => with_huffman_tables(data),
             (Some(encoder), kind) => encoder.encode(kind, &self.format, data)?,
         };
-        Ok(Some(Captured { jpeg, capture }))
+        Ok(Some(Pulled::Frame(Captured { jpeg, capture })))
     }
 }
 
