@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use ringbuf::{Clock, RingGeometry, RingReader, RingWriter, SystemClock, WallNanos};
+use ringbuf::{Clock, RingGeometry, RingReader, RingWatcher, RingWriter, SystemClock, WallNanos};
 use tempfile::TempDir;
 
 const SIZES: [(&str, usize); 3] = [("20KB", 20_000), ("200KB", 200_000), ("2MB", 2_000_000)];
@@ -133,19 +133,28 @@ enum Waiter {
     /// `RingReader::signal`: a waiter thread that writes to a socket, which the reader blocks on
     /// before `try_next` (the form an async server uses).
     SignalSocket,
+    /// `RingWatcher::watch`: the one waiter thread per process (FUTEX_WAITV over every ring)
+    /// that writes to the ring's socket; what ringcast-server uses.
+    Watcher,
     /// No ring: a bare FUTEX_WAIT / FUTEX_WAKE pair on a shared file mapping, DESIGN.md's
     /// reference figure, measured in the same run so that the ring's own share shows under
     /// whatever else the machine is doing.
     BareFutex,
 }
 
-const WAITERS: [Waiter; 3] = [Waiter::BareFutex, Waiter::NextTimeout, Waiter::SignalSocket];
+const WAITERS: [Waiter; 4] = [
+    Waiter::BareFutex,
+    Waiter::NextTimeout,
+    Waiter::SignalSocket,
+    Waiter::Watcher,
+];
 
 impl Waiter {
     fn name(self) -> &'static str {
         match self {
             Waiter::NextTimeout => "next_timeout",
             Waiter::SignalSocket => "signal",
+            Waiter::Watcher => "watcher",
             Waiter::BareFutex => "bare_futex",
         }
     }
@@ -386,14 +395,17 @@ fn wait_bare(path: &Path, count: u64) -> Tally {
 
 fn wait_ring(path: &Path, waiter: Waiter, count: u64) -> Tally {
     let mut reader = RingReader::open(path).expect("open the ring");
-    let mut socket = match waiter {
-        Waiter::SignalSocket => {
-            let socket = reader.signal(Duration::from_secs(1)).expect("signal");
-            socket.set_nonblocking(false).expect("blocking socket");
-            Some(socket)
-        }
+    // Kept alive for the whole wait: dropping the watcher stops its thread.
+    let watcher = (waiter == Waiter::Watcher)
+        .then(|| RingWatcher::start(Duration::from_secs(1)).expect("watcher"));
+    let mut socket = match (waiter, &watcher) {
+        (Waiter::SignalSocket, _) => Some(reader.signal(Duration::from_secs(1)).expect("signal")),
+        (Waiter::Watcher, Some(watcher)) => Some(watcher.watch(&reader).expect("watch")),
         _ => None,
     };
+    if let Some(socket) = &socket {
+        socket.set_nonblocking(false).expect("blocking socket");
+    }
     println!("ready");
     let mut out = Vec::new();
     let mut tally = Tally::default();
