@@ -48,23 +48,28 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
     }
 
     /// Bytes already read past the HTTP headers, and whether the body is chunked.
-    pub fn with_body_start(mut self, start: &[u8], chunked: bool) -> ByteStream<R> {
+    pub fn with_body_start(
+        mut self,
+        start: &[u8],
+        chunked: bool,
+    ) -> Result<ByteStream<R>, SourceError> {
         if chunked {
             self.decoder = Some(super::http::ChunkedDecoder::default());
         }
-        self.feed(start);
-        self
+        self.feed(start)?;
+        Ok(self)
     }
 
-    fn feed(&mut self, data: &[u8]) {
+    fn feed(&mut self, data: &[u8]) -> Result<(), SourceError> {
         match &mut self.decoder {
             Some(decoder) => {
                 self.decoded.clear();
-                decoder.feed(data, &mut self.decoded);
+                decoder.feed(data, &mut self.decoded)?;
                 self.splitter.push(&self.decoded);
             }
             None => self.splitter.push(data),
         }
+        Ok(())
     }
 
     /// The next frame or broken piece. Returns `Ok(None)` once about [`POLL`] has passed
@@ -95,8 +100,9 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
                 Err(e) => return Err(SourceError::io("reading the stream")(e)),
             };
             let chunk = std::mem::take(&mut self.chunk);
-            self.feed(&chunk[..n]);
+            let fed = self.feed(&chunk[..n]);
             self.chunk = chunk;
+            fed?;
         }
     }
 

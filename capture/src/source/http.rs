@@ -150,7 +150,7 @@ impl Source for HttpSource {
             Some(SILENT_LIMIT),
             Box::new(|| SourceError::Protocol("the camera closed the connection".into())),
         )
-        .with_body_start(&body_start, response.chunked);
+        .with_body_start(&body_start, response.chunked)?;
         Ok(Box::new(HttpStream { inner: stream }))
     }
 }
@@ -287,6 +287,10 @@ pub fn parse_head(head: &[u8]) -> Result<ResponseHead, SourceError> {
     Ok(ResponseHead { chunked })
 }
 
+/// A chunk-size line longer than this is not chunk framing (real ones are a few hex digits and
+/// perhaps a short extension).
+const MAX_CHUNK_SIZE_LINE: usize = 1 << 10;
+
 /// Undoes `Transfer-Encoding: chunked`, incrementally.
 #[derive(Debug, Default)]
 pub struct ChunkedDecoder {
@@ -305,15 +309,21 @@ enum ChunkState {
 }
 
 impl ChunkedDecoder {
-    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+    /// Appends the data in `input` to `out`. A body that breaks the chunk framing is an error:
+    /// there is no telling where data resumes, so the connection is dropped and made anew.
+    pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), SourceError> {
         while !input.is_empty() {
             match self.state {
                 ChunkState::Size => {
-                    let Some(nl) = memchr::memchr(b'\n', input) else {
-                        self.size_line.extend_from_slice(input);
-                        return;
+                    let nl = memchr::memchr(b'\n', input);
+                    let line_part = &input[..nl.unwrap_or(input.len())];
+                    if self.size_line.len() + line_part.len() > MAX_CHUNK_SIZE_LINE {
+                        return Err(bad_chunking("a chunk-size line longer than 1 KiB"));
+                    }
+                    self.size_line.extend_from_slice(line_part);
+                    let Some(nl) = nl else {
+                        return Ok(());
                     };
-                    self.size_line.extend_from_slice(&input[..nl]);
                     input = &input[nl + 1..];
                     let line = String::from_utf8_lossy(&self.size_line).into_owned();
                     self.size_line.clear();
@@ -324,9 +334,7 @@ impl ChunkedDecoder {
                     self.state = match usize::from_str_radix(digits, 16) {
                         Ok(0) => ChunkState::Done,
                         Ok(n) => ChunkState::Data(n),
-                        // Not chunk framing after all: pass the bytes on and let the JPEG
-                        // splitter skip what is not a frame.
-                        Err(_) => ChunkState::Size,
+                        Err(_) => return Err(bad_chunking("a chunk size that is not hex")),
                     };
                 }
                 ChunkState::Data(left) => {
@@ -344,12 +352,17 @@ impl ChunkedDecoder {
                         input = &input[nl + 1..];
                         self.state = ChunkState::Size;
                     }
-                    None => return,
+                    None => return Ok(()),
                 },
-                ChunkState::Done => return,
+                ChunkState::Done => return Ok(()),
             }
         }
+        Ok(())
     }
+}
+
+fn bad_chunking(what: &str) -> SourceError {
+    SourceError::Protocol(format!("the chunked body is broken: {what}"))
 }
 
 #[cfg(test)]
@@ -391,9 +404,28 @@ mod tests {
         for split in 1..body.len() {
             let mut decoder = ChunkedDecoder::default();
             let mut out = Vec::new();
-            decoder.feed(&body[..split], &mut out);
-            decoder.feed(&body[split..], &mut out);
+            decoder.feed(&body[..split], &mut out).unwrap();
+            decoder.feed(&body[split..], &mut out).unwrap();
             assert_eq!(out, b"hello, world", "split at {split}");
         }
+    }
+
+    #[test]
+    fn a_body_that_is_not_chunk_framing_is_an_error_and_holds_little() {
+        let mut decoder = ChunkedDecoder::default();
+        let mut out = Vec::new();
+        let endless = [b'7'; 300];
+        let mut result = Ok(());
+        for _ in 0..10 {
+            result = decoder.feed(&endless, &mut out);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(result.is_err(), "a size line without end was accepted");
+        assert!(decoder.size_line.len() <= MAX_CHUNK_SIZE_LINE);
+        let mut decoder = ChunkedDecoder::default();
+        let err = decoder.feed(b"5\r\nhello\r\nnot hex\r\n", &mut out);
+        assert!(err.unwrap_err().to_string().contains("not hex"));
     }
 }
