@@ -12,6 +12,12 @@ const MAX_HEADERS: usize = 48;
 const READ_CHUNK: usize = 1024;
 /// A client that has not sent its whole request head by then is dropped.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// A reply (or an ingest camera's control message) the client has not taken by then is given
+/// up, so a client that never reads cannot hold a task, socket and buffer.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an error reply waits for the client's unread input to end before closing: closing
+/// with input queued makes Linux send RST, and the client could lose the reply.
+const LINGER: Duration = Duration::from_secs(1);
 
 /// The parts of a request the routes look at.
 #[derive(Debug, Clone, Default)]
@@ -197,11 +203,48 @@ pub fn error_response(status: Status, reason: &str) -> Vec<u8> {
     )
 }
 
-/// Writes `bytes` and shuts the sending side, so the client sees the end of the response.
+/// Writes all of `bytes`, or fails with `TimedOut` once `deadline` has passed.
+pub async fn write_within<S: AsyncWriteRent>(
+    stream: &mut S,
+    bytes: Vec<u8>,
+    deadline: Duration,
+) -> io::Result<()> {
+    match monoio::time::timeout(deadline, stream.write_all(bytes)).await {
+        Ok((result, _)) => result.map(|_| ()),
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Writes `bytes` and shuts the sending side, so the client sees the end of the response; gives
+/// up after [`WRITE_TIMEOUT`].
 pub async fn send_and_close<S: AsyncWriteRent>(stream: &mut S, bytes: Vec<u8>) -> io::Result<()> {
-    let (result, _) = stream.write_all(bytes).await;
-    result?;
-    stream.shutdown().await
+    write_within(stream, bytes, WRITE_TIMEOUT).await?;
+    match monoio::time::timeout(WRITE_TIMEOUT, stream.shutdown()).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Sends an error reply and closes, reading and discarding what the client still sends until
+/// it closes too or [`LINGER`] has passed.
+pub async fn refuse_and_close<S: AsyncReadRent + AsyncWriteRent>(
+    stream: &mut S,
+    bytes: Vec<u8>,
+) -> io::Result<()> {
+    send_and_close(stream, bytes).await?;
+    let _ = monoio::time::timeout(LINGER, discard_input(stream)).await;
+    Ok(())
+}
+
+async fn discard_input<S: AsyncReadRent>(stream: &mut S) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let (result, returned) = stream.read(buf).await;
+        buf = returned;
+        if !matches!(result, Ok(n) if n > 0) {
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,8 +62,8 @@ pub async fn serve(
     let accept = match websocket::accept_key(&request) {
         Ok(accept) => accept,
         Err(e) => {
-            let _ =
-                http::send_and_close(&mut stream, error_response(e.status(), &e.to_string())).await;
+            let _ = http::refuse_and_close(&mut stream, error_response(e.status(), &e.to_string()))
+                .await;
             return;
         }
     };
@@ -74,7 +74,7 @@ pub async fn serve(
     let writer = match RingWriter::create(&worker.config.ring_dir, &camera, geometry) {
         Ok(writer) => writer,
         Err(e @ ringbuf::Error::WriterBusy { .. }) => {
-            let _ = http::send_and_close(
+            let _ = http::refuse_and_close(
                 &mut stream,
                 error_response(Status::Conflict, &e.to_string()),
             )
@@ -83,7 +83,7 @@ pub async fn serve(
         }
         Err(e) => {
             tracing::warn!(camera = %camera, "ingest: {e}");
-            let _ = http::send_and_close(
+            let _ = http::refuse_and_close(
                 &mut stream,
                 error_response(Status::InternalError, &e.to_string()),
             )
@@ -94,7 +94,7 @@ pub async fn serve(
     let demand = match DemandFile::open(&worker.config.ring_dir, &camera) {
         Ok(demand) => demand,
         Err(e) => {
-            let _ = http::send_and_close(
+            let _ = http::refuse_and_close(
                 &mut stream,
                 error_response(Status::InternalError, &e.to_string()),
             )
@@ -102,10 +102,11 @@ pub async fn serve(
             return;
         }
     };
-    let (sent, _) = stream
-        .write_all(websocket::handshake_response(&accept))
-        .await;
-    if sent.is_err() {
+    let handshake = websocket::handshake_response(&accept);
+    if http::write_within(&mut stream, handshake, http::WRITE_TIMEOUT)
+        .await
+        .is_err()
+    {
         return;
     }
     let _ = stream.set_nodelay(true);
@@ -238,10 +239,9 @@ async fn send_demand<W: AsyncWriteRent>(
         }
         let pong = control.pong_due.borrow_mut().take();
         if let Some(payload) = pong {
-            if out
-                .write_all(websocket::pong_frame(&payload))
+            let pong = websocket::pong_frame(&payload);
+            if http::write_within(&mut out, pong, http::WRITE_TIMEOUT)
                 .await
-                .0
                 .is_err()
             {
                 break;
@@ -258,7 +258,10 @@ async fn send_demand<W: AsyncWriteRent>(
             }
             let payload: &[u8] = if watched { b"1" } else { b"0" };
             let message = websocket::small_frame(OpCode::Data(Data::Binary), payload);
-            if out.write_all(message).await.0.is_err() {
+            if http::write_within(&mut out, message, http::WRITE_TIMEOUT)
+                .await
+                .is_err()
+            {
                 break;
             }
             told = Some(watched);

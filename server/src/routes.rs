@@ -3,7 +3,6 @@
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use monoio::io::AsyncWriteRentExt;
 use monoio::net::TcpStream;
 use ringbuf::CameraId;
 
@@ -92,7 +91,7 @@ pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream) {
 
 async fn refuse(worker: &Worker, mut stream: TcpStream, status: Status, reason: &str) {
     bump(&worker.counters.bad_requests, 1);
-    let _ = http::send_and_close(&mut stream, error_response(status, reason)).await;
+    let _ = http::refuse_and_close(&mut stream, error_response(status, reason)).await;
 }
 
 async fn reply(mut stream: TcpStream, content_type: &str, body: &[u8]) {
@@ -283,10 +282,12 @@ async fn websocket_viewer(
     let Some((_guard, mut stream)) = admit_viewer(&worker, stream).await else {
         return;
     };
-    let (sent, _) = stream
-        .write_all(websocket::handshake_response(&accept))
-        .await;
-    if sent.is_err() {
+    let handshake = websocket::handshake_response(&accept);
+    let stall_timeout = worker.config.stall_timeout;
+    if http::write_within(&mut stream, handshake, stall_timeout)
+        .await
+        .is_err()
+    {
         return;
     }
     viewer::stream_to_viewer(
@@ -308,8 +309,11 @@ async fn mjpeg_viewer(worker: Rc<Worker>, stream: TcpStream, already: Vec<u8>, c
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}\r\nCache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
     );
-    let (sent, _) = stream.write_all(head.into_bytes()).await;
-    if sent.is_err() {
+    let stall_timeout = worker.config.stall_timeout;
+    if http::write_within(&mut stream, head.into_bytes(), stall_timeout)
+        .await
+        .is_err()
+    {
         return;
     }
     drop(already);

@@ -162,11 +162,9 @@ async fn send_frames<W: AsyncWriteRent>(
                 }
             }
             Event::Pong(payload) => {
-                if send_small(out, websocket::pong_frame(&payload))
-                    .await
-                    .is_err()
-                {
-                    return End::WriteFailed;
+                let pong = send_small(out, websocket::pong_frame(&payload));
+                if let Err(end) = watched(pong, settings.stall_timeout, camera).await {
+                    return end;
                 }
             }
             Event::PingDue => {
@@ -177,11 +175,9 @@ async fn send_frames<W: AsyncWriteRent>(
                 awaiting_pong = true;
                 ping.as_mut()
                     .reset(monoio::time::Instant::now() + settings.ping_interval);
-                if send_small(out, websocket::ping_frame(b"ringcast"))
-                    .await
-                    .is_err()
-                {
-                    return End::WriteFailed;
+                let ping = send_small(out, websocket::ping_frame(b"ringcast"));
+                if let Err(end) = watched(ping, settings.stall_timeout, camera).await {
+                    return end;
                 }
             }
             Event::Ended(end) => return End::Read(end),
@@ -213,8 +209,7 @@ fn next_event(
     Poll::Pending
 }
 
-/// Writes one frame; if the socket does not take it within the stall timeout, the viewer is
-/// too slow. The frame in flight then gets [`FINISH_GRACE`] to finish.
+/// Writes one frame under the stall deadline.
 async fn send_frame_watched<W: AsyncWriteRent>(
     out: &mut W,
     frame: Rc<Frame>,
@@ -222,18 +217,29 @@ async fn send_frame_watched<W: AsyncWriteRent>(
     settings: StreamSettings,
     camera: &Camera,
 ) -> Result<(), End> {
-    let mut write = std::pin::pin!(write_frame(out, frame, iov, settings.protocol));
-    let stall = monoio::time::sleep(settings.stall_timeout);
+    let write = write_frame(out, frame, iov, settings.protocol);
+    let bytes = watched(write, settings.stall_timeout, camera).await?;
+    bump(&camera.counters.frames_sent, 1);
+    bump(&camera.counters.bytes_sent, bytes as u64);
+    Ok(())
+}
+
+/// Runs one write to the viewer; if the socket does not take it within the stall timeout, the
+/// viewer is too slow. The write in flight then gets [`FINISH_GRACE`] to finish, so that the
+/// 4008 close can follow on a clean stream.
+async fn watched<T>(
+    write: impl Future<Output = io::Result<T>>,
+    stall_timeout: Duration,
+    camera: &Camera,
+) -> Result<T, End> {
+    let mut write = std::pin::pin!(write);
+    let stall = monoio::time::sleep(stall_timeout);
     let written = monoio::select! {
         result = &mut write => Some(result),
         _ = stall => None,
     };
     match written {
-        Some(Ok(bytes)) => {
-            bump(&camera.counters.frames_sent, 1);
-            bump(&camera.counters.bytes_sent, bytes as u64);
-            Ok(())
-        }
+        Some(Ok(value)) => Ok(value),
         Some(Err(_)) => Err(End::WriteFailed),
         None => {
             bump(&camera.counters.stalls, 1);
