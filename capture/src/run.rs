@@ -2,7 +2,7 @@
 //! the sink, until SIGTERM/SIGINT or the end of the input.
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,6 +149,20 @@ fn wait_for_thread(thread: std::thread::JoinHandle<()>, grace: Duration) {
     }
 }
 
+/// Empties the channel while idle: frames already on their way when the pause came are stale
+/// and dropped, but the end of the input or of the source thread still ends capture.
+fn drain_while_idle(frames: &Receiver<SourceEvent>, sink: &dyn Sink) -> Option<Ended> {
+    loop {
+        match frames.try_recv() {
+            Ok(SourceEvent::Frame(_) | SourceEvent::Broken { .. }) => {}
+            Ok(SourceEvent::Lost) => sink.set_state(WriterState::SourceDown),
+            Ok(SourceEvent::Finished) => return Some(Ended::InputFinished),
+            Err(TryRecvError::Empty) => return None,
+            Err(TryRecvError::Disconnected) => return Some(Ended::SourceLost),
+        }
+    }
+}
+
 struct Capture {
     sink: Box<dyn Sink>,
     pipeline: Pipeline,
@@ -175,7 +189,10 @@ impl Capture {
             }
             self.sink.heartbeat();
             let idle = match demand {
-                Some(demand) => self.follow_demand(demand, &mut idle_rule, control, frames),
+                Some(demand) => match self.follow_demand(demand, &mut idle_rule, control, frames) {
+                    Ok(idle) => idle,
+                    Err(ended) => return ended,
+                },
                 None => false,
             };
             if !idle {
@@ -202,14 +219,14 @@ impl Capture {
     }
 
     /// Pauses or resumes the source as demand says; while idle, waits (up to one tick) for
-    /// demand to change. Returns whether capture is idle.
+    /// demand to change. Returns whether capture is idle, or how capture ended meanwhile.
     fn follow_demand(
         &mut self,
         demand: &dyn Demand,
         idle_rule: &mut IdleRule,
         control: &Control,
         frames: &Receiver<SourceEvent>,
-    ) -> bool {
+    ) -> Result<bool, Ended> {
         let generation = demand.generation();
         match idle_rule.update(demand.watched(), Instant::now()) {
             Some(Transition::GoIdle) => {
@@ -225,12 +242,13 @@ impl Capture {
             None => {}
         }
         if !idle_rule.is_idle() {
-            return false;
+            return Ok(false);
         }
-        // Frames already on their way when the pause came are stale: drop them.
-        while frames.try_recv().is_ok() {}
+        if let Some(ended) = drain_while_idle(frames, self.sink.as_ref()) {
+            return Err(ended);
+        }
         demand.wait_for_change(generation, TICK);
-        true
+        Ok(true)
     }
 
     fn handle(&mut self, frame: &source::Captured) {
@@ -265,5 +283,40 @@ impl Capture {
         if self.corrupt_warnings.allow(Instant::now()) {
             warn!("dropped {what} (further ones are counted in the periodic line)");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringbuf::{OfflineReason, RingReader, WriterStatus};
+
+    fn ring_sink(dir: &std::path::Path) -> (RingSink, RingReader) {
+        let camera = CameraId::new("idle").unwrap();
+        let geometry = RingGeometry {
+            slot_count: 2,
+            slot_size: 4096,
+        };
+        let writer = RingWriter::create(dir, &camera, geometry).unwrap();
+        let reader = RingReader::open(&ringbuf::ring_path(dir, &camera)).unwrap();
+        (RingSink::new(writer, Arc::default()), reader)
+    }
+
+    #[test]
+    fn draining_while_idle_keeps_what_ends_capture_or_marks_the_camera_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sink, reader) = ring_sink(dir.path());
+        let (tx, rx) = sync_channel(4);
+        tx.send(SourceEvent::Broken { bytes: 3 }).unwrap();
+        tx.send(SourceEvent::Lost).unwrap();
+        assert_eq!(drain_while_idle(&rx, &sink), None);
+        assert_eq!(
+            reader.writer_status(Duration::from_secs(5)),
+            WriterStatus::Offline(OfflineReason::SourceDown)
+        );
+        tx.send(SourceEvent::Finished).unwrap();
+        assert_eq!(drain_while_idle(&rx, &sink), Some(Ended::InputFinished));
+        drop(tx);
+        assert_eq!(drain_while_idle(&rx, &sink), Some(Ended::SourceLost));
     }
 }
