@@ -85,16 +85,23 @@ impl Source for FfmpegSource {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: the closure runs in the forked child before exec and only calls prctl and
-        // getppid, which are async-signal-safe; it touches no memory of the parent.
+        // SAFETY: getpid has no preconditions and cannot fail.
+        let parent = unsafe { libc::getpid() };
+        // SAFETY: the closure runs in the forked child between fork and exec, where only
+        // async-signal-safe calls are allowed and nothing may allocate (another thread of the
+        // parent may have held the allocator's lock at fork). It calls only prctl, getppid and
+        // errno reads, and builds its errors from raw OS codes, which do not allocate; it reads
+        // `parent`, a plain integer copied into the closure.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 // The parent may have died between fork and prctl: then nobody would kill us.
-                if libc::getppid() == 1 {
-                    return Err(std::io::Error::other("parent exited"));
+                // Compared with the pid we started from, not with 1, because an orphan goes to
+                // the nearest subreaper (systemd --user, a container's init).
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
                 }
                 Ok(())
             });
