@@ -4,7 +4,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::rc::Rc;
+use std::os::fd::AsRawFd;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -30,6 +31,11 @@ const DEMAND_REPEAT: Duration = Duration::from_secs(2);
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long after its last frame an unwatched ingest camera counts as idle.
 const IDLE_AFTER_LAST_FRAME: Duration = Duration::from_secs(1);
+/// A camera whose connection takes nothing (unacknowledged data, or keepalive probes unanswered)
+/// for this long is gone, and its ring is released for a new connection.
+const CAMERA_GONE_AFTER: Duration = Duration::from_secs(15);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Shared between the ingest connection's reading task and its sending task.
 #[derive(Default)]
@@ -109,16 +115,18 @@ pub async fn serve(
     {
         return;
     }
-    let _ = stream.set_nodelay(true);
+    tune_camera_socket(&stream);
     tracing::info!(camera = %camera, "ingest camera connected");
     worker.hub.discover(&camera);
     let writer = Rc::new(RefCell::new(writer));
     let control = Rc::new(IngestControl::default());
     let (read_half, write_half) = stream.into_split();
+    // The sender only borrows the writer: the ring's lock goes with this connection, even if the
+    // sender is still finishing a write.
     monoio::spawn(send_demand(
         write_half,
         Rc::clone(&control),
-        Rc::clone(&writer),
+        Rc::downgrade(&writer),
         demand,
     ));
     let mut reader = WsReader::new(read_half, already, worker.config.max_frame_bytes);
@@ -137,7 +145,27 @@ pub async fn serve(
         }),
     )
     .await;
+    drop(writer);
     tracing::info!(camera = %camera, "ingest camera disconnected");
+}
+
+/// Turns off Nagle (the one-byte demand messages should not wait) and makes a camera that
+/// vanished without closing (power or network gone) noticed within [`CAMERA_GONE_AFTER`], by
+/// keepalive while nothing is sent and by TCP_USER_TIMEOUT while messages go unacknowledged.
+fn tune_camera_socket(stream: &TcpStream) {
+    let _ = stream.set_nodelay(true);
+    // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    let socket = socket2::SockRef::from(&fd);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    if let Err(e) = socket.set_tcp_keepalive(&keepalive) {
+        tracing::warn!("SO_KEEPALIVE: {e}");
+    }
+    if let Err(e) = socket.set_tcp_user_timeout(Some(CAMERA_GONE_AFTER)) {
+        tracing::warn!("TCP_USER_TIMEOUT: {e}");
+    }
 }
 
 /// Publishes frames until the camera leaves or sends something refused; returns the close to
@@ -222,7 +250,7 @@ fn publish(
 async fn send_demand<W: AsyncWriteRent>(
     mut out: W,
     control: Rc<IngestControl>,
-    writer: Rc<RefCell<RingWriter>>,
+    writer: Weak<RefCell<RingWriter>>,
     demand: Arc<DemandFile>,
 ) {
     let mut told: Option<bool> = None;
@@ -247,8 +275,12 @@ async fn send_demand<W: AsyncWriteRent>(
                 break;
             }
         }
+        let Some(ring) = writer.upgrade() else {
+            break;
+        };
         let watched = demand.viewers(DEFAULT_CELL_EXPIRY) > 0;
-        mark_idle(&control, &writer.borrow(), watched);
+        mark_idle(&control, &ring.borrow(), watched);
+        drop(ring);
         if told != Some(watched) || told_at.elapsed() >= DEMAND_REPEAT {
             if told != Some(watched) {
                 tracing::info!(
@@ -267,7 +299,10 @@ async fn send_demand<W: AsyncWriteRent>(
             told = Some(watched);
             told_at = monoio::time::Instant::now();
         }
-        writer.borrow().heartbeat();
+        match writer.upgrade() {
+            Some(ring) => ring.borrow().heartbeat(),
+            None => break,
+        }
         let _ = monoio::time::timeout(
             DEMAND_POLL,
             poll_fn(|cx| {

@@ -208,9 +208,6 @@ async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
     }
 }
 
-/// Caps the kernel's send buffer and its unsent part (so backlog cannot hide seconds of video
-/// from a slow viewer), turns off Nagle (a frame is written whole; its tail should not wait for
-/// an ACK) and turns on TCP keepalive.
 /// Counts a new viewer in and tunes its socket, or answers 503 when the worker is full.
 async fn admit_viewer(
     worker: &Rc<Worker>,
@@ -230,6 +227,9 @@ async fn admit_viewer(
     Some((guard, stream))
 }
 
+/// Caps the kernel's send buffer and its unsent part (so backlog cannot hide seconds of video
+/// from a slow viewer), turns off Nagle (a frame is written whole; its tail should not wait for
+/// an ACK) and turns on TCP keepalive.
 fn tune_viewer_socket(worker: &Worker, stream: &TcpStream) {
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };

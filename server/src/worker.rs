@@ -124,6 +124,13 @@ async fn serve(
         "serving http://{local} with {driver}, rings in {}",
         worker.config.ring_dir.display()
     );
+    if worker.config.ingest_token.is_none() {
+        // Kept open for the older server's camera scripts, which send no token.
+        tracing::warn!(
+            worker = %worker.config.worker_label,
+            "ingest is open: anyone who reaches /ingest/{{cam}} can publish a camera (set --ingest-token)"
+        );
+    }
     loop {
         match listener.accept().await {
             Ok((stream, _peer)) => {
