@@ -14,6 +14,12 @@ pub enum CaptureError {
     #[error("--push needs a ws:// URL ending in /ingest/<camera>, got {0:?}")]
     BadPushUrl(String),
 
+    #[error("--push sends to camera {pushed} but --camera is {camera}; they must be the same")]
+    PushCameraMismatch {
+        pushed: ringbuf::CameraId,
+        camera: ringbuf::CameraId,
+    },
+
     #[error("cannot start the {what} thread: {source}")]
     Thread {
         what: &'static str,

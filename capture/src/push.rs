@@ -44,6 +44,7 @@ pub struct PushUrl {
     url: String,
     host: String,
     port: u16,
+    camera: ringbuf::CameraId,
 }
 
 impl PushUrl {
@@ -56,23 +57,22 @@ impl PushUrl {
             .or_else(|| path.strip_prefix("video_remote_source/"))
             .ok_or_else(bad)?;
         let camera = camera.split('?').next().unwrap_or("");
-        ringbuf::CameraId::new(camera).map_err(|_| bad())?;
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) => (host, port.parse().map_err(|_| bad())?),
-            None => (authority, 80),
-        };
+        let camera = ringbuf::CameraId::new(camera).map_err(|_| bad())?;
+        let (host, port) = crate::source::http::split_host_port(authority).ok_or_else(bad)?;
         if host.is_empty() {
             return Err(bad());
         }
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
         Ok(PushUrl {
             url: url.to_owned(),
             host,
             port,
+            camera,
         })
+    }
+
+    /// The camera the URL pushes to; it must be the one capture runs for.
+    pub fn camera(&self) -> &ringbuf::CameraId {
+        &self.camera
     }
 
     pub fn as_str(&self) -> &str {
@@ -390,12 +390,21 @@ mod tests {
         let url = PushUrl::parse("ws://10.0.0.1:7474/ingest/cam1").unwrap();
         assert_eq!((url.host.as_str(), url.port), ("10.0.0.1", 7474));
         assert!(PushUrl::parse("ws://server/video_remote_source/cam2").is_ok());
+        let v6 = PushUrl::parse("ws://[::1]:7474/ingest/x").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.port, v6.camera().as_str()),
+            ("::1", 7474, "x")
+        );
+        let v6 = PushUrl::parse("ws://[fe80::1]/ingest/x").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("fe80::1", 80));
         for bad in [
             "http://server/ingest/cam1",
             "ws://server/ws/cam1",
             "ws://server/ingest/Cam 1",
             "ws://server:x/ingest/cam1",
             "ws:///ingest/cam1",
+            "ws://::1:7474/ingest/cam1",
+            "ws://[::1/ingest/cam1",
         ] {
             assert!(PushUrl::parse(bad).is_err(), "{bad} accepted");
         }

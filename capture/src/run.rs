@@ -104,6 +104,12 @@ fn open_sink(
 ) -> Result<OpenedSink, CaptureError> {
     if let Some(url) = &args.push {
         let url = PushUrl::parse(url)?;
+        if url.camera() != camera {
+            return Err(CaptureError::PushCameraMismatch {
+                pushed: url.camera().clone(),
+                camera: camera.clone(),
+            });
+        }
         let demand = Arc::new(RemoteDemand::default());
         let sink = PushSink::start(
             url,

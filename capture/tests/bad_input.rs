@@ -61,6 +61,10 @@ fn bad_flags_and_setups_exit_non_zero_with_the_reason() {
         "--push needs a ws:// URL",
     );
     refused(
+        &["--camera", "cam1", "--push", "ws://127.0.0.1:9/ingest/cam2"],
+        "--push sends to camera cam2 but --camera is cam1",
+    );
+    refused(
         &["--camera", "cam1", "--rotate", "45", "--ring-dir", ring_dir],
         "use 90, 180 or 270",
     );

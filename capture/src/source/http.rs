@@ -64,17 +64,23 @@ impl HttpUrl {
     }
 
     fn host_header(&self) -> String {
-        if self.port == 80 {
-            self.host.clone()
-        } else if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        // An IPv6 literal is bracketed in Host as in the URL, port or not (RFC 7230 5.4).
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        if self.port == 80 {
+            host
+        } else {
+            format!("{host}:{}", self.port)
         }
     }
 }
 
-fn split_host_port(s: &str) -> Option<(String, u16)> {
+/// `host`, `host:port`, `[v6]` or `[v6]:port` (port 80 if none); `None` if malformed, including
+/// an IPv6 literal without brackets.
+pub(crate) fn split_host_port(s: &str) -> Option<(String, u16)> {
     if let Some(rest) = s.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         let port = match after.strip_prefix(':') {
@@ -85,6 +91,7 @@ fn split_host_port(s: &str) -> Option<(String, u16)> {
         return Some((host.to_owned(), port));
     }
     match s.rsplit_once(':') {
+        Some((host, _)) if host.contains(':') => None,
         Some((host, port)) => Some((host.to_owned(), port.parse().ok()?)),
         None => Some((s.to_owned(), 80)),
     }
@@ -385,7 +392,17 @@ mod tests {
         let v6 = HttpUrl::parse("http://[::1]:81/x").unwrap();
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 81));
         assert!(HttpUrl::parse("http://cam:notaport/").is_err());
+        assert!(HttpUrl::parse("http://::1:81/").is_err());
         assert!(HttpUrl::parse("http:///x").is_err());
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed_in_the_host_header() {
+        let host = |url: &str| HttpUrl::parse(url).unwrap().host_header();
+        assert_eq!(host("http://[::1]/x"), "[::1]");
+        assert_eq!(host("http://[fe80::2]:8080/x"), "[fe80::2]:8080");
+        assert_eq!(host("http://cam.local/x"), "cam.local");
+        assert_eq!(host("http://10.0.0.2:81/"), "10.0.0.2:81");
     }
 
     #[test]
