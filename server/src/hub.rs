@@ -3,8 +3,9 @@
 //! Each viewer then takes the newest frame it has not sent; nothing is queued per viewer.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -254,6 +255,9 @@ pub struct Hub {
     /// One waiting thread for every ring this worker follows (DESIGN.md: one thread per process,
     /// the ring waiter being the allowed exception).
     watcher: RingWatcher,
+    /// Ring files that would not open, by path, with the inode warned about: each file is
+    /// warned about once, not on every scan.
+    unreadable: RefCell<HashMap<PathBuf, u64>>,
 }
 
 impl Hub {
@@ -263,6 +267,7 @@ impl Hub {
             offline_after,
             cameras: RefCell::new(BTreeMap::new()),
             watcher: RingWatcher::start(RING_TICK)?,
+            unreadable: RefCell::new(HashMap::new()),
         }))
     }
 
@@ -270,15 +275,15 @@ impl Hub {
         &self.ring_dir
     }
 
-    /// A listed camera (one whose ring exists). A ring that appeared since the last scan is
-    /// picked up at once, so a viewer never waits for the next scan.
+    /// A listed camera (one whose ring this worker follows). A ring that appeared since the
+    /// last scan is picked up at once, so a viewer never waits for the next scan.
     pub fn camera(self: &Rc<Self>, id: &str) -> Option<Rc<Camera>> {
         let id = CameraId::new(id).ok()?;
         let listed = |hub: &Hub| {
             hub.cameras
                 .borrow()
                 .get(&id)
-                .filter(|c| c.state() != CameraState::Removed)
+                .filter(|c| c.following.get())
                 .cloned()
         };
         if let Some(camera) = listed(self) {
@@ -291,12 +296,12 @@ impl Hub {
         listed(self)
     }
 
-    /// Every listed camera, by name.
+    /// Every listed camera (its ring opened and followed), by name.
     pub fn cameras(&self) -> Vec<Rc<Camera>> {
         self.cameras
             .borrow()
             .values()
-            .filter(|c| c.state() != CameraState::Removed)
+            .filter(|c| c.following.get())
             .cloned()
             .collect()
     }
@@ -306,7 +311,8 @@ impl Hub {
         self.cameras.borrow().values().cloned().collect()
     }
 
-    /// Opens readers for rings that appeared and forgets removed cameras nobody watches.
+    /// Opens readers for rings that appeared and forgets cameras that are not followed and
+    /// that nobody watches (removed rings, and ring files that would not open).
     pub fn rescan(self: &Rc<Self>) {
         let found = match scan_ring_dir(&self.ring_dir) {
             Ok(found) => found,
@@ -315,6 +321,9 @@ impl Hub {
                 return;
             }
         };
+        self.unreadable
+            .borrow_mut()
+            .retain(|path, _| found.iter().any(|(_, p)| p == path));
         for (id, path) in found {
             let camera = Rc::clone(
                 self.cameras
@@ -328,7 +337,7 @@ impl Hub {
         }
         self.cameras
             .borrow_mut()
-            .retain(|_, c| c.state() != CameraState::Removed || c.viewers() > 0);
+            .retain(|_, c| c.following.get() || c.viewers() > 0);
     }
 
     /// Makes a camera known before its ring scan (an ingest camera that just created its ring).
@@ -349,10 +358,11 @@ impl Hub {
         let reader = match RingReader::open(path) {
             Ok(reader) => reader,
             Err(e) => {
-                tracing::debug!(camera = %camera.id, "ring not readable yet: {e}");
+                self.note_unreadable(camera, path, &e);
                 return;
             }
         };
+        self.unreadable.borrow_mut().remove(path);
         let signal = match watch(&self.watcher, &reader) {
             Ok(signal) => signal,
             Err(e) => {
@@ -374,6 +384,20 @@ impl Hub {
         camera.height.set(format.height);
         tracing::info!(camera = %camera.id, "following {}", path.display());
         monoio::spawn(follow(Rc::clone(self), Rc::clone(camera), reader, signal));
+    }
+}
+
+impl Hub {
+    /// Warns once per ring file (path and inode) that does not open; a file that is only being
+    /// created opens at a later scan, a corrupt or foreign one never does.
+    fn note_unreadable(&self, camera: &Camera, path: &Path, error: &ringbuf::Error) {
+        let inode = std::fs::metadata(path).map_or(0, |m| m.ino());
+        let before = self.unreadable.borrow_mut().insert(path.to_owned(), inode);
+        if before == Some(inode) {
+            tracing::debug!(camera = %camera.id, "ring still not readable: {error}");
+        } else {
+            tracing::warn!(camera = %camera.id, "ring file {} does not open, not listing it: {error}", path.display());
+        }
     }
 }
 
