@@ -90,7 +90,7 @@ pub struct Args {
     pub idle_after: Seconds,
 
     /// Print the V4L2 devices with their formats, sizes and frame rates, and exit.
-    #[arg(long)]
+    #[arg(long, env = "RINGCAST_LIST_DEVICES", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub list_devices: bool,
 }
 
@@ -119,6 +119,14 @@ pub enum SourceSpec {
     Stdin,
     /// rtsp:// or rtmp://, read through an ffmpeg child.
     Ffmpeg(String),
+}
+
+impl SourceSpec {
+    /// Sources that pass the camera's frames on as they come, so `--size` and `--fps` do
+    /// not apply to them.
+    pub fn passes_frames_through(&self) -> bool {
+        matches!(self, SourceSpec::Http(_) | SourceSpec::Stdin)
+    }
 }
 
 impl FromStr for SourceSpec {
@@ -151,18 +159,6 @@ impl FromStr for SourceSpec {
         Err(format!(
             "unknown source {s:?}: use test, v4l2:/dev/videoN, http://…, stdin, rtsp://… or rtmp://…"
         ))
-    }
-}
-
-impl fmt::Display for SourceSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SourceSpec::TestPattern => f.write_str("test pattern"),
-            SourceSpec::V4l2(path) => write!(f, "V4L2 device {}", path.display()),
-            SourceSpec::Http(url) => write!(f, "MJPEG over HTTP from {}", redact(url)),
-            SourceSpec::Stdin => f.write_str("standard input"),
-            SourceSpec::Ffmpeg(url) => write!(f, "ffmpeg reading {}", redact(url)),
-        }
     }
 }
 

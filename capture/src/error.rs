@@ -50,9 +50,6 @@ pub enum SourceError {
     #[error("{0}")]
     Protocol(String),
 
-    #[error("the stream ended")]
-    Ended,
-
     #[error("the input is finished")]
     Finished,
 

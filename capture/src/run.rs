@@ -56,7 +56,13 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
         source.describe(),
         sink_description(args, &camera)
     );
-    let fps_milli = args.fps.or(source.nominal_fps()).unwrap_or(0) * 1000;
+    if args.source.passes_frames_through() && (args.size.is_some() || args.fps.is_some()) {
+        warn!(
+            "--size and --fps do not apply to {}: its frames are passed on as they come",
+            source.describe()
+        );
+    }
+    let fps_milli = source.nominal_fps().unwrap_or(0) * 1000;
     let control = Control::new();
     let (tx, rx) = sync_channel(1);
     let source_thread = supervisor::spawn(source, Arc::clone(&control), tx).map_err(|source| {

@@ -98,3 +98,14 @@ fn list_devices_runs_without_a_camera() {
     assert!(output.status.success());
     assert!(!output.stdout.is_empty());
 }
+
+#[test]
+fn list_devices_can_come_from_the_environment() {
+    let output = std::process::Command::new(bin())
+        .env("RINGCAST_LIST_DEVICES", "true")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ringcast-capture");
+    assert!(output.status.success(), "{output:?}");
+    assert!(!output.stdout.is_empty());
+}

@@ -395,3 +395,16 @@ fn a_camera_sending_bytes_that_never_make_a_frame_is_reconnected_and_capture_sti
     });
     assert!(capture.terminate().success());
 }
+
+#[test]
+fn size_and_fps_are_not_claimed_for_frames_passed_through_from_stdin() {
+    let frames = [make_jpeg(96, 64, 1), make_jpeg(96, 64, 2)];
+    let dir = run_on_stdin("through", &frames, &["--fps", "25", "--size", "320x240"]);
+    let reader = open_ring(dir.path(), "through");
+    let info = reader.info();
+    assert_eq!((info.format.width, info.format.height), (96, 64));
+    assert_eq!(
+        info.format.fps_milli, 0,
+        "--fps was advertised for a pass-through source"
+    );
+}

@@ -78,6 +78,11 @@ impl Source for FfmpegSource {
         format!("ffmpeg reading {}", redact(&self.url))
     }
 
+    fn nominal_fps(&self) -> Option<u32> {
+        // ffmpeg is told `-r` only when --fps is given; otherwise the camera decides.
+        self.options.fps
+    }
+
     fn open(&mut self) -> Result<Box<dyn FrameStream>, SourceError> {
         let mut command = Command::new(&self.program);
         command

@@ -180,6 +180,10 @@ impl Source for V4l2Source {
         check_device_path(&self.path).map_err(|reason| self.device_error(reason))
     }
 
+    fn nominal_fps(&self) -> Option<u32> {
+        Some(self.options.fps.unwrap_or(DEFAULT_FPS))
+    }
+
     fn open(&mut self) -> Result<Box<dyn FrameStream>, SourceError> {
         let device = Device::with_path(&self.path).map_err(|e| self.io_error("cannot open", e))?;
         let offered =
@@ -287,7 +291,7 @@ impl FrameStream for V4l2Stream {
             }
         }
         let Some(stream) = self.stream.as_mut() else {
-            return Err(SourceError::Ended);
+            return Err(self.lost(io::ErrorKind::NotConnected.into()));
         };
         let (buffer, meta) = match stream.next() {
             Ok(frame) => frame,
