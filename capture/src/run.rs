@@ -166,7 +166,10 @@ fn wait_for_thread(thread: std::thread::JoinHandle<()>, grace: Duration) {
 fn drain_while_idle(frames: &Receiver<SourceEvent>, sink: &dyn Sink) -> Option<Ended> {
     loop {
         match frames.try_recv() {
-            Ok(SourceEvent::Frame(_) | SourceEvent::Broken { .. }) => {}
+            // A stream opened just before the pause is being closed: its rate does not matter.
+            Ok(
+                SourceEvent::Frame(_) | SourceEvent::Broken { .. } | SourceEvent::Negotiated { .. },
+            ) => {}
             Ok(SourceEvent::Lost) => sink.set_state(WriterState::SourceDown),
             Ok(SourceEvent::Finished) => return Some(Ended::InputFinished),
             Err(TryRecvError::Empty) => return None,
@@ -212,6 +215,9 @@ impl Capture {
                     Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
                     Ok(SourceEvent::Broken { bytes }) => {
                         self.count_corrupt(&format!("a broken piece of the stream ({bytes} bytes)"))
+                    }
+                    Ok(SourceEvent::Negotiated { fps }) => {
+                        self.fps_milli = fps.saturating_mul(1000)
                     }
                     Ok(SourceEvent::Lost) => self.sink.set_state(WriterState::SourceDown),
                     Ok(SourceEvent::Finished) => return Ended::InputFinished,

@@ -17,6 +17,10 @@ use crate::SourceError;
 #[derive(Debug)]
 pub enum SourceEvent {
     Frame(Captured),
+    /// The source opened and agreed on this frame rate with the camera.
+    Negotiated {
+        fps: u32,
+    },
     /// A piece of the stream that was not a whole frame, dropped by the source.
     Broken {
         bytes: usize,
@@ -121,6 +125,11 @@ fn supervise(mut source: Box<dyn Source>, control: &Control, frames: &SyncSender
         let outcome = match source.open() {
             Ok(stream) => {
                 info!("{what}: opened, capturing");
+                if let Some(fps) = stream.negotiated_fps() {
+                    if frames.send(SourceEvent::Negotiated { fps }).is_err() {
+                        return;
+                    }
+                }
                 pull(stream, control, frames, &mut backoff)
             }
             Err(e) => Outcome::Failed(e),
@@ -175,5 +184,51 @@ fn pull(
             Err(SourceError::Finished) => return Outcome::Finished,
             Err(e) => return Outcome::Failed(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::sync_channel;
+
+    /// A camera that agrees on 12 fps and then sends nothing.
+    struct Quiet;
+
+    impl Source for Quiet {
+        fn describe(&self) -> String {
+            "a quiet camera".into()
+        }
+
+        fn open(&mut self) -> Result<Box<dyn FrameStream>, SourceError> {
+            Ok(Box::new(QuietStream))
+        }
+    }
+
+    struct QuietStream;
+
+    impl FrameStream for QuietStream {
+        fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
+            std::thread::sleep(Duration::from_millis(10));
+            Ok(None)
+        }
+
+        fn negotiated_fps(&self) -> Option<u32> {
+            Some(12)
+        }
+    }
+
+    #[test]
+    fn the_negotiated_frame_rate_is_reported_when_the_source_opens() {
+        let control = Control::new();
+        let (tx, rx) = sync_channel(1);
+        let thread = spawn(Box::new(Quiet), Arc::clone(&control), tx).unwrap();
+        let event = rx.recv_timeout(Duration::from_secs(20));
+        control.stop();
+        thread.join().unwrap();
+        assert!(
+            matches!(event, Ok(SourceEvent::Negotiated { fps: 12 })),
+            "{event:?}"
+        );
     }
 }

@@ -70,6 +70,12 @@ pub trait Source: Send {
 pub trait FrameStream: Send {
     /// The next frame (or broken piece); `Ok(None)` if none came within about [`POLL`].
     fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError>;
+
+    /// The frame rate agreed with the camera on opening, where that differs from what
+    /// [`Source::nominal_fps`] could say beforehand (a V4L2 driver picks the nearest it has).
+    fn negotiated_fps(&self) -> Option<u32> {
+        None
+    }
 }
 
 /// What sources that encode or scale need to know.

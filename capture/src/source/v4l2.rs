@@ -233,6 +233,7 @@ impl Source for V4l2Source {
             path: self.path.clone(),
             kind,
             format: got,
+            fps: (fps >= 1.0).then(|| fps.round() as u32),
             started: false,
             encoder,
         }))
@@ -258,6 +259,8 @@ struct V4l2Stream {
     path: PathBuf,
     kind: PixelKind,
     format: Format,
+    /// What the driver agreed to, if it said.
+    fps: Option<u32>,
     started: bool,
     encoder: Option<RawEncoder>,
 }
@@ -277,6 +280,10 @@ impl V4l2Stream {
 }
 
 impl FrameStream for V4l2Stream {
+    fn negotiated_fps(&self) -> Option<u32> {
+        self.fps
+    }
+
     fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
         if self.started {
             // Wait here rather than in the stream: after a timed-out dequeue the v4l stream
