@@ -205,11 +205,7 @@ async fn receive_frames<R: monoio::io::AsyncReadRent>(
                 control.wake();
             }
             Incoming::Close(code) => {
-                return Some((
-                    code.filter(|&c| c < 5000 && c != 1005)
-                        .unwrap_or(close::NORMAL),
-                    String::new(),
-                ))
+                return Some((websocket::echo_close_code(code), String::new()))
             }
         }
     }

@@ -376,10 +376,10 @@ async fn finish<W: AsyncWriteRent>(
             close::GOING_AWAY,
             "no answer to ping",
         )),
-        (End::Read(ReadEnd::Closed(code)), Protocol::WebSocket) => {
-            let code = code.filter(|&c| c != 1005 && c != 1006 && c != 1015);
-            Some(websocket::close_frame(code.unwrap_or(close::NORMAL), ""))
-        }
+        (End::Read(ReadEnd::Closed(code)), Protocol::WebSocket) => Some(websocket::close_frame(
+            websocket::echo_close_code(*code),
+            "",
+        )),
         (End::Read(ReadEnd::Refused(code, reason)), Protocol::WebSocket) => {
             Some(websocket::close_frame(*code, reason))
         }

@@ -264,9 +264,7 @@ impl<R: AsyncReadRent> WsReader<R> {
                 match control {
                     Control::Ping => Ok(Some(Incoming::Ping(payload))),
                     Control::Pong => Ok(Some(Incoming::Pong)),
-                    Control::Close => Ok(Some(Incoming::Close(
-                        (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]])),
-                    ))),
+                    Control::Close => parse_close(&payload).map(|code| Some(Incoming::Close(code))),
                     Control::Reserved(_) => {
                         Err(ReadError::Protocol("reserved control opcode".into()))
                     }
@@ -318,6 +316,31 @@ impl<R: AsyncReadRent> WsReader<R> {
             _ => Ok(()),
         }
     }
+}
+
+/// The code of a peer's close frame (`None`: it sent none). RFC 6455 7.4: a one-byte payload,
+/// a code no endpoint may send, or a reason that is not UTF-8 is a protocol error.
+fn parse_close(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ReadError::Protocol("close payload of one byte".into())),
+        [high, low, reason @ ..] => {
+            let code = u16::from_be_bytes([*high, *low]);
+            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                return Err(ReadError::Protocol(format!(
+                    "close code {code} is not allowed"
+                )));
+            }
+            std::str::from_utf8(reason)
+                .map_err(|_| ReadError::Protocol("close reason is not UTF-8".into()))?;
+            Ok(Some(code))
+        }
+    }
+}
+
+/// The code to echo to a peer that closed with `code` (already checked by the reader).
+pub fn echo_close_code(code: Option<u16>) -> u16 {
+    code.unwrap_or(close::NORMAL)
 }
 
 fn message(kind: Data, payload: Vec<u8>) -> Incoming {
@@ -374,6 +397,34 @@ mod tests {
             accept_key(&bad_version).unwrap_err().status(),
             Status::UpgradeRequired
         );
+    }
+
+    #[test]
+    fn close_frames_with_bad_codes_short_payloads_or_bad_reasons_are_protocol_errors() {
+        assert_eq!(parse_close(b"").unwrap(), None);
+        for code in [1000u16, 1003, 1007, 1014, 3000, 4999] {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice("bye é".as_bytes());
+            assert_eq!(parse_close(&payload).unwrap(), Some(code));
+        }
+        assert!(matches!(parse_close(&[3]), Err(ReadError::Protocol(_))));
+        for code in [0u16, 999, 1004, 1005, 1006, 1015, 2999, 5000, 65535] {
+            assert!(
+                matches!(
+                    parse_close(&code.to_be_bytes()),
+                    Err(ReadError::Protocol(_))
+                ),
+                "code {code} refused"
+            );
+        }
+        let mut bad_reason = 1000u16.to_be_bytes().to_vec();
+        bad_reason.extend_from_slice(&[0xC3, 0x28]);
+        assert!(matches!(
+            parse_close(&bad_reason),
+            Err(ReadError::Protocol(_))
+        ));
+        assert_eq!(echo_close_code(None), close::NORMAL);
+        assert_eq!(echo_close_code(Some(4000)), 4000);
     }
 
     #[test]
