@@ -90,7 +90,8 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
                 }));
             }
             self.check_silence()?;
-            if began.elapsed() >= POLL || !self.wait_readable()? {
+            let left = POLL.saturating_sub(began.elapsed());
+            if left.is_zero() || !self.wait_readable(left)? {
                 return Ok(None);
             }
             let n = match self.reader.read(&mut self.chunk) {
@@ -117,10 +118,12 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
         }
     }
 
-    fn wait_readable(&self) -> Result<bool, SourceError> {
+    fn wait_readable(&self, wait: Duration) -> Result<bool, SourceError> {
         let fd = self.reader.as_fd();
         let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(POLL.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+        // Rounded up, so a wait of under a millisecond still waits rather than spins.
+        let millis = i32::try_from(wait.as_millis() + 1).unwrap_or(i32::MAX);
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, timeout) {
             Ok(0) => Ok(false),
             Ok(_) => Ok(true),
