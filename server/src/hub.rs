@@ -120,6 +120,15 @@ pub struct Camera {
     pub counters: CameraCounters,
 }
 
+/// One viewer counted in a camera's viewers (and its demand cell) while it lives.
+pub struct ViewerCount<'a>(&'a Camera);
+
+impl Drop for ViewerCount<'_> {
+    fn drop(&mut self) {
+        self.0.remove_viewer();
+    }
+}
+
 /// A viewer's place in a camera's stream: the last frame it took, and whether its waker is
 /// already in the camera's list (the list's epoch when it was added, plus one).
 #[derive(Default)]
@@ -209,14 +218,20 @@ impl Camera {
         Poll::Pending
     }
 
+    /// Counts a viewer in until the guard is dropped, however its task ends.
+    pub fn count_viewer(&self) -> ViewerCount<'_> {
+        self.add_viewer();
+        ViewerCount(self)
+    }
+
     /// Counts a viewer in (or out) and tells the demand file at once.
-    pub fn add_viewer(&self) {
+    fn add_viewer(&self) {
         self.viewers.set(self.viewers.get() + 1);
         bump(&self.counters.viewers_total, 1);
         self.report_demand();
     }
 
-    pub fn remove_viewer(&self) {
+    fn remove_viewer(&self) {
         self.viewers.set(self.viewers.get().saturating_sub(1));
         self.report_demand();
     }

@@ -124,9 +124,9 @@ pub async fn stream_to_viewer(
             monoio::spawn(read_until_closed(read_half, Rc::clone(&control)));
         }
     }
-    camera.add_viewer();
+    let counted = camera.count_viewer();
     let end = send_frames(&mut write_half, &camera, &control, settings).await;
-    camera.remove_viewer();
+    drop(counted);
     tracing::debug!(camera = %camera.id, "viewer ended: {end:?}");
     finish(
         &mut write_half,
@@ -149,6 +149,8 @@ async fn send_frames<W: AsyncWriteRent>(
     let mut iov = Some(FrameIo::new_iovecs());
     let keepalive = settings.protocol == Protocol::WebSocket;
     let mut ping = std::pin::pin!(monoio::time::sleep(settings.ping_interval));
+    // One timer for every write of this viewer, reset per write rather than made anew.
+    let mut stall = std::pin::pin!(monoio::time::sleep(settings.stall_timeout));
     let mut awaiting_pong = false;
     loop {
         let event =
@@ -156,14 +158,15 @@ async fn send_frames<W: AsyncWriteRent>(
                 .await;
         match event {
             Event::Frame(frame) => {
-                match send_frame_watched(out, frame, &mut iov, settings, camera).await {
-                    Ok(()) => {}
-                    Err(end) => return end,
+                let sent =
+                    send_frame_watched(out, frame, &mut iov, settings, stall.as_mut(), camera);
+                if let Err(end) = sent.await {
+                    return end;
                 }
             }
             Event::Pong(payload) => {
                 let pong = send_small(out, websocket::pong_frame(&payload));
-                if let Err(end) = watched(pong, settings.stall_timeout, camera).await {
+                if let Err(end) = watched(pong, &settings, stall.as_mut(), camera).await {
                     return end;
                 }
             }
@@ -176,7 +179,7 @@ async fn send_frames<W: AsyncWriteRent>(
                 ping.as_mut()
                     .reset(monoio::time::Instant::now() + settings.ping_interval);
                 let ping = send_small(out, websocket::ping_frame(b"ringcast"));
-                if let Err(end) = watched(ping, settings.stall_timeout, camera).await {
+                if let Err(end) = watched(ping, &settings, stall.as_mut(), camera).await {
                     return end;
                 }
             }
@@ -215,10 +218,11 @@ async fn send_frame_watched<W: AsyncWriteRent>(
     frame: Rc<Frame>,
     iov: &mut Option<Box<[libc::iovec; 2]>>,
     settings: StreamSettings,
+    stall: Pin<&mut Sleep>,
     camera: &Camera,
 ) -> Result<(), End> {
     let write = write_frame(out, frame, iov, settings.protocol);
-    let bytes = watched(write, settings.stall_timeout, camera).await?;
+    let bytes = watched(write, &settings, stall, camera).await?;
     bump(&camera.counters.frames_sent, 1);
     bump(&camera.counters.bytes_sent, bytes as u64);
     Ok(())
@@ -229,11 +233,14 @@ async fn send_frame_watched<W: AsyncWriteRent>(
 /// 4008 close can follow on a clean stream.
 async fn watched<T>(
     write: impl Future<Output = io::Result<T>>,
-    stall_timeout: Duration,
+    settings: &StreamSettings,
+    mut stall: Pin<&mut Sleep>,
     camera: &Camera,
 ) -> Result<T, End> {
     let mut write = std::pin::pin!(write);
-    let stall = monoio::time::sleep(stall_timeout);
+    stall
+        .as_mut()
+        .reset(monoio::time::Instant::now() + settings.stall_timeout);
     let written = monoio::select! {
         result = &mut write => Some(result),
         _ = stall => None,
