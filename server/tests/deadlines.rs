@@ -1,5 +1,6 @@
-//! A client that never reads cannot hold a reply's task and socket: the reply is given up. An
-//! error reply is read to its end even when the client sent more than the server read.
+//! A client that never reads cannot hold a task and socket: a reply is given up, a viewer stuck
+//! in a pong is dropped as stalled. An error reply is read to its end even when the client sent
+//! more than the server read.
 
 mod common;
 use common::*;
@@ -108,4 +109,45 @@ fn a_431_with_more_input_behind_it_arrives_whole() {
         text.starts_with("HTTP/1.1 431"),
         "expected a 431 reply, got {text:?}"
     );
+}
+
+/// The value of `name{camera="cam1",...}` in this worker's /metrics.
+fn cam1_metric(server: &Server, name: &str) -> Option<u64> {
+    let metrics = server.get("/metrics");
+    let prefix = format!("{name}{{camera=\"cam1\"");
+    String::from_utf8_lossy(&metrics.body)
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+}
+
+#[test]
+fn a_viewer_that_pings_but_never_reads_is_dropped_as_stalled() {
+    let dir = temp_ring_dir();
+    // One frame, then a quiet camera: only pongs are written to the viewer.
+    Feeder::start(dir.path(), "cam1", 20).stop();
+    let server = Server::start(dir.path(), 1, &["--stall-timeout", "1"]);
+    wait_camera_listed(&server, "cam1");
+    let mut ws = ws_connect_small_rcvbuf(server.port, "/ws/cam1", 4096);
+    wait_for("the viewer counted", || {
+        (cam1_metric(&server, "ringcast_viewers")? == 1).then_some(())
+    });
+    ws.get_mut()
+        .set_write_timeout(Some(Duration::from_millis(100)))
+        .expect("write timeout");
+    let payload = vec![b'p'; 125];
+    wait_for("the pinging viewer dropped as stalled", || {
+        for _ in 0..200 {
+            // The server stops reading once it dropped the viewer; then sending fails.
+            if ws
+                .send(tungstenite::Message::Ping(payload.clone().into()))
+                .is_err()
+            {
+                break;
+            }
+        }
+        let stalled = cam1_metric(&server, "ringcast_stalls_total")? >= 1;
+        let gone = cam1_metric(&server, "ringcast_viewers")? == 0;
+        (stalled && gone).then_some(())
+    });
 }
