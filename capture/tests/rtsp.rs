@@ -10,7 +10,6 @@ mod common;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,44 +18,17 @@ use common::*;
 
 /// ffmpeg sending H.264 in RTP to `rtp_port`, describing the stream in `sdp`.
 fn rtp_encoder(rtp_port: u16, sdp: &Path) -> Running {
-    let child = Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-        ])
-        .args([
-            "-i",
-            "testsrc2=size=320x240:rate=15",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args([
-            "-tune",
-            "zerolatency",
-            "-g",
-            "5",
-            "-bsf:v",
-            "dump_extra",
-            "-f",
-            "rtp",
-        ])
-        .arg("-sdp_file")
-        .arg(sdp)
-        .arg(format!("rtp://127.0.0.1:{rtp_port}"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg RTP encoder");
-    Running {
-        child,
-        name: "ffmpeg rtp encoder".into(),
-    }
+    let address = format!("rtp://127.0.0.1:{rtp_port}");
+    let output: [&std::ffi::OsStr; 7] = [
+        "-bsf:v".as_ref(),
+        "dump_extra".as_ref(),
+        "-f".as_ref(),
+        "rtp".as_ref(),
+        "-sdp_file".as_ref(),
+        sdp.as_os_str(),
+        address.as_ref(),
+    ];
+    ffmpeg_h264_camera("ffmpeg rtp encoder", 5, &output)
 }
 
 /// The RTSP front of the camera.

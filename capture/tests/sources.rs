@@ -219,42 +219,15 @@ fn an_http_mjpeg_camera_is_passed_through_skipping_garbage_and_recovered_after_a
 }
 
 fn rtmp_camera(port: u16) -> Running {
-    let child = Command::new("ffmpeg")
-        .args([
-            "-nostdin",
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-re",
-            "-f",
-            "lavfi",
-        ])
-        .args([
-            "-i",
-            "testsrc2=size=320x240:rate=15",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ])
-        .args([
-            "-tune",
-            "zerolatency",
-            "-g",
-            "15",
-            "-f",
-            "flv",
-            "-listen",
-            "1",
-        ])
-        .arg(format!("rtmp://127.0.0.1:{port}/live/cam"))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start ffmpeg RTMP camera");
-    Running {
-        child,
-        name: "ffmpeg rtmp camera".into(),
-    }
+    let address = format!("rtmp://127.0.0.1:{port}/live/cam");
+    let output: [&std::ffi::OsStr; 5] = [
+        "-f".as_ref(),
+        "flv".as_ref(),
+        "-listen".as_ref(),
+        "1".as_ref(),
+        address.as_ref(),
+    ];
+    ffmpeg_h264_camera("ffmpeg rtmp camera", 15, &output)
 }
 
 #[test]

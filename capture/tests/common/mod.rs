@@ -320,3 +320,28 @@ impl Drop for TcpCamera {
         self.kill();
     }
 }
+
+/// An ffmpeg camera: a live 320x240 test picture at 15 fps in H.264 (every `gop` frames a key
+/// frame), sent where `output` says (the output format and address), until it is dropped.
+pub fn ffmpeg_h264_camera(name: &str, gop: u32, output: &[&std::ffi::OsStr]) -> Running {
+    let child = Command::new("ffmpeg")
+        .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x240:rate=15"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-g", &gop.to_string()])
+        .args(output)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    Running {
+        child,
+        name: name.into(),
+    }
+}
