@@ -195,9 +195,8 @@ async fn receive_frames<R: monoio::io::AsyncReadRent>(
                 }
                 bump(&worker.counters.ingest_frames, 1);
                 control.last_frame.set(Some(monoio::time::Instant::now()));
-                if control.ring_idle.replace(false) {
-                    writer.borrow().set_idle(false);
-                }
+                // Publishing marked the ring streaming again; only our record of it is left.
+                control.ring_idle.set(false);
             }
             Incoming::Text(_) | Incoming::Pong => {}
             Incoming::Ping(payload) => {
