@@ -166,11 +166,11 @@ impl Sink for PushSink {
 
     // The server that receives the frames keeps the ring and its heartbeat; an idle pusher
     // simply sends nothing.
-    fn heartbeat(&self) {}
+    fn heartbeat(&mut self) {}
 
-    fn set_state(&self, _state: WriterState) {}
+    fn set_state(&mut self, _state: WriterState) {}
 
-    fn set_video_format(&self, _format: VideoFormat) {}
+    fn set_video_format(&mut self, _format: VideoFormat) {}
 }
 
 impl Drop for PushSink {

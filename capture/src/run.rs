@@ -163,7 +163,7 @@ fn wait_for_thread(thread: std::thread::JoinHandle<()>, grace: Duration) {
 
 /// Empties the channel while idle: frames already on their way when the pause came are stale
 /// and dropped, but the end of the input or of the source thread still ends capture.
-fn drain_while_idle(frames: &Receiver<SourceEvent>, sink: &dyn Sink) -> Option<Ended> {
+fn drain_while_idle(frames: &Receiver<SourceEvent>, sink: &mut dyn Sink) -> Option<Ended> {
     loop {
         match frames.try_recv() {
             // A stream opened just before the pause is being closed: its rate does not matter.
@@ -262,7 +262,7 @@ impl Capture {
         if !idle_rule.is_idle() {
             return Ok(false);
         }
-        if let Some(ended) = drain_while_idle(frames, self.sink.as_ref()) {
+        if let Some(ended) = drain_while_idle(frames, self.sink.as_mut()) {
             return Err(ended);
         }
         demand.wait_for_change(generation, TICK);
@@ -323,18 +323,18 @@ mod tests {
     #[test]
     fn draining_while_idle_keeps_what_ends_capture_or_marks_the_camera_down() {
         let dir = tempfile::tempdir().unwrap();
-        let (sink, reader) = ring_sink(dir.path());
+        let (mut sink, reader) = ring_sink(dir.path());
         let (tx, rx) = sync_channel(4);
         tx.send(SourceEvent::Broken { bytes: 3 }).unwrap();
         tx.send(SourceEvent::Lost).unwrap();
-        assert_eq!(drain_while_idle(&rx, &sink), None);
+        assert_eq!(drain_while_idle(&rx, &mut sink), None);
         assert_eq!(
             reader.writer_status(Duration::from_secs(5)),
             WriterStatus::Offline(OfflineReason::SourceDown)
         );
         tx.send(SourceEvent::Finished).unwrap();
-        assert_eq!(drain_while_idle(&rx, &sink), Some(Ended::InputFinished));
+        assert_eq!(drain_while_idle(&rx, &mut sink), Some(Ended::InputFinished));
         drop(tx);
-        assert_eq!(drain_while_idle(&rx, &sink), Some(Ended::SourceLost));
+        assert_eq!(drain_while_idle(&rx, &mut sink), Some(Ended::SourceLost));
     }
 }

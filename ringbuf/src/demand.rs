@@ -6,20 +6,26 @@
 //! one cell and keeps it current; capture sums the live cells and sleeps on the futex word. A
 //! worker that dies leaves a cell whose heartbeat stops; readers ignore it after their expiry, and
 //! the next worker to claim a cell may take it over.
+//!
+//! Server workers may write the file, so capture must not trust it: every field is an atomic
+//! (nothing written there is undefined behaviour), the mapping survives the file being truncated
+//! (see `mapping`), and a [`DemandFile`] maps the file anew when it was truncated, removed or
+//! replaced. A worker whose cell was lost that way, or scribbled over, claims one again at its
+//! next heartbeat.
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicU32, AtomicU64};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use memmap2::MmapMut;
-
-use crate::dir::{demand_path, ensure_ring_dir, open_regular, Access};
+use crate::dir::{demand_path, ensure_ring_dir, open_regular, reserve_space, Access};
 use crate::futex;
+use crate::mapping::{Atomics, Mapping};
+use crate::sync::acquire_u32;
 use crate::types::{Clock, MonoNanos, SystemClock};
 use crate::{CameraId, Error};
 
@@ -34,6 +40,9 @@ const DEMAND_MODE: u32 = 0o660;
 /// How old a cell's heartbeat may be before its viewers no longer count. Workers beat every
 /// second; a few missed beats mean the worker is gone.
 pub const DEFAULT_CELL_EXPIRY: Duration = Duration::from_secs(5);
+
+/// How often a demand file checks that its path still names the file it mapped.
+const CHECK_PATH_EVERY: Duration = Duration::from_secs(1);
 
 #[repr(C)]
 struct DemandHeader {
@@ -52,71 +61,110 @@ struct Cell {
     heartbeat: AtomicU64,
 }
 
+impl Cell {
+    /// Whether the cell's worker beat recently enough, as of `now`. A heartbeat in the future
+    /// can only be scribbled: it does not keep a cell alive forever.
+    fn is_alive(&self, now: MonoNanos, expiry: Duration) -> bool {
+        let beat = MonoNanos(self.heartbeat.load(Relaxed));
+        self.pid.load(Acquire) != 0 && now.since(beat) <= expiry && beat.since(now) <= expiry
+    }
+}
+
 #[repr(C)]
 struct DemandPage {
     header: DemandHeader,
     cells: [Cell; CELLS],
 }
 
+// SAFETY: atomic integers, structs and arrays of them only (`repr(C)`; Cell's alignment padding
+// carries nothing).
+unsafe impl Atomics for DemandPage {}
+
 const _: () = assert!(std::mem::size_of::<DemandPage>() <= FILE_SIZE);
 
+/// One mapping of the file, and which file it was.
+struct Mapped {
+    map: Mapping,
+    identity: (u64, u64),
+}
+
+impl Mapped {
+    fn page(&self) -> &DemandPage {
+        self.map.atomics_at(0)
+    }
+}
+
 /// A mapped demand file. Both sides open it with [`DemandFile::open`], which creates it if it
-/// is missing or not a demand file.
+/// is missing.
 pub struct DemandFile {
-    map: MmapMut,
     path: PathBuf,
+    current: RwLock<Arc<Mapped>>,
+    /// CLOCK_MONOTONIC ns of the last check that the path still names the mapped file.
+    path_checked: AtomicU64,
 }
 
 impl DemandFile {
     pub fn open(dir: &Path, camera: &CameraId) -> Result<Arc<DemandFile>, Error> {
         ensure_ring_dir(dir)?;
         let path = demand_path(dir, camera);
-        let file = open_or_create(&path)?;
-        // SAFETY: the file is FILE_SIZE bytes (open_or_create sizes it; nobody shrinks it) and
-        // is only ever accessed through the atomics of DemandPage, by every process.
-        let map = unsafe { MmapMut::map_mut(&file) }.map_err(Error::io(&path))?;
-        let demand = DemandFile { map, path };
-        demand.check()?;
-        Ok(Arc::new(demand))
+        let mapped = map_file(&path)?;
+        Ok(Arc::new(DemandFile {
+            path,
+            current: RwLock::new(Arc::new(mapped)),
+            path_checked: AtomicU64::new(SystemClock.mono().0),
+        }))
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn page(&self) -> &DemandPage {
-        // SAFETY: the mapping is FILE_SIZE >= size_of::<DemandPage>() bytes and page-aligned;
-        // DemandPage is atomics only (valid for every bit pattern) and is accessed only
-        // atomically by every process.
-        unsafe { &*self.map.as_ptr().cast::<DemandPage>() }
+    /// The mapping to use now: the current one, or a new one if the file was truncated,
+    /// removed or replaced under it. If no new one can be made, the old one serves (a damaged
+    /// page reads as zeros: no viewers) and the next call tries again.
+    fn mapped(&self) -> Arc<Mapped> {
+        // A panic while holding the lock cannot leave it inconsistent (one pointer swap), so a
+        // poisoned lock is still usable.
+        let current = Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()));
+        if current.map.is_damaged() || !self.still_at_path(&current) {
+            return self.remap(current);
+        }
+        current
     }
 
-    fn check(&self) -> Result<(), Error> {
-        let header = &self.page().header;
-        // A zero magic is a file created just now by us or by a racing peer: claim it. Only a
-        // compare-and-swap from zero initialises, so two creators cannot both do it.
-        let _ = header
-            .magic
-            .compare_exchange(0, MAGIC, AcqRel, Acquire)
-            .map(|_| {
-                header.version.store(VERSION, Relaxed);
-                header.cell_count.store(CELLS as u32, Relaxed);
-            });
-        if header.magic.load(Acquire) != MAGIC {
-            return Err(Error::BadMagic {
-                path: self.path.clone(),
-            });
+    /// Whether the path still names the mapped file; asked of the file system at most once per
+    /// [`CHECK_PATH_EVERY`].
+    fn still_at_path(&self, mapped: &Mapped) -> bool {
+        let now = SystemClock.mono();
+        let checked = MonoNanos(self.path_checked.load(Relaxed));
+        if now.since(checked) < CHECK_PATH_EVERY {
+            return true;
         }
-        Ok(())
+        self.path_checked.store(now.0, Relaxed);
+        fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == mapped.identity)
+    }
+
+    fn remap(&self, stale: Arc<Mapped>) -> Arc<Mapped> {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&current, &stale) {
+            return Arc::clone(&current);
+        }
+        match map_file(&self.path) {
+            Ok(fresh) => {
+                *current = Arc::new(fresh);
+                Arc::clone(&current)
+            }
+            Err(_) => stale,
+        }
     }
 
     /// Viewers across all workers whose cells are alive as of `now`.
     pub fn viewers_at(&self, now: MonoNanos, expiry: Duration) -> u64 {
-        self.page()
+        self.mapped()
+            .page()
             .cells
             .iter()
-            .filter(|cell| cell.pid.load(Acquire) != 0)
-            .filter(|cell| now.since(MonoNanos(cell.heartbeat.load(Relaxed))) <= expiry)
+            .filter(|cell| cell.is_alive(now, expiry))
             .map(|cell| u64::from(cell.viewers.load(Relaxed)))
             .sum()
     }
@@ -127,33 +175,38 @@ impl DemandFile {
 
     /// The change counter; pass it to [`wait_for_change`](Self::wait_for_change).
     pub fn generation(&self) -> u32 {
-        self.page().header.futex.load(Acquire)
+        acquire_u32(&self.mapped().page().header.futex)
     }
 
     /// Sleeps until a worker changes its viewer count after `generation` was read, or `timeout`.
     pub fn wait_for_change(&self, generation: u32, timeout: Duration) {
-        futex::wait(&self.page().header.futex, generation, timeout);
+        futex::wait(&self.mapped().page().header.futex, generation, timeout);
     }
 
     /// Takes a free cell (or one whose worker died) for this process.
     pub fn claim_cell(self: &Arc<Self>) -> Result<DemandCell, Error> {
+        let index = self.claim_index()?;
+        Ok(DemandCell {
+            file: Arc::clone(self),
+            index: AtomicUsize::new(index),
+            viewers: AtomicU32::new(0),
+        })
+    }
+
+    fn claim_index(&self) -> Result<usize, Error> {
+        let mapped = self.mapped();
         let me = std::process::id();
         let now = SystemClock.mono();
-        for (index, cell) in self.page().cells.iter().enumerate() {
+        for (index, cell) in mapped.page().cells.iter().enumerate() {
             let pid = cell.pid.load(Acquire);
-            let reclaimable = pid == 0
-                || now.since(MonoNanos(cell.heartbeat.load(Relaxed))) > DEFAULT_CELL_EXPIRY;
-            if !reclaimable {
+            if pid != 0 && cell.is_alive(now, DEFAULT_CELL_EXPIRY) {
                 continue;
             }
             // Heartbeat first, so the cell never looks both ours and expired.
             cell.heartbeat.store(now.0, Relaxed);
             if cell.pid.compare_exchange(pid, me, AcqRel, Acquire).is_ok() {
                 cell.viewers.store(0, Relaxed);
-                return Ok(DemandCell {
-                    file: Arc::clone(self),
-                    index,
-                });
+                return Ok(index);
             }
         }
         Err(Error::io(&self.path)(io::Error::other(format!(
@@ -165,56 +218,97 @@ impl DemandFile {
 /// One worker's cell in a demand file. Dropping it withdraws the worker's viewers.
 pub struct DemandCell {
     file: Arc<DemandFile>,
-    index: usize,
+    index: AtomicUsize,
+    /// The count this worker reports, kept here so that a lost cell can be filled in again.
+    viewers: AtomicU32,
 }
 
 impl DemandCell {
-    fn cell(&self) -> &Cell {
-        &self.file.page().cells[self.index]
-    }
-
     /// Records this worker's viewer count (and a heartbeat); wakes capture if it changed.
     pub fn set_viewers(&self, viewers: u32) {
-        let cell = self.cell();
+        self.viewers.store(viewers, Relaxed);
+        let mapped = self.file.mapped();
+        let cell = &mapped.page().cells[self.index.load(Relaxed)];
         cell.heartbeat.store(SystemClock.mono().0, Relaxed);
         if cell.viewers.swap(viewers, Relaxed) != viewers {
-            self.notify();
+            notify(&mapped);
         }
     }
 
-    /// Keeps the cell alive without changing the count. Call at least every second.
+    /// Keeps the cell alive without changing the count. Call at least every second. A cell
+    /// that is no longer this process's (the file was replaced, or the cell scribbled over) is
+    /// claimed again and the count reported anew.
     pub fn heartbeat(&self) {
-        self.cell().heartbeat.store(SystemClock.mono().0, Relaxed);
-    }
-
-    fn notify(&self) {
-        let futex = &self.file.page().header.futex;
-        // SYNC POINT: Release orders the viewer count stored above before the bump; capture
-        // reads the generation (Acquire) before summing, so a change after its read always
-        // moves the word it waits on.
-        futex.fetch_add(1, Release);
-        futex::wake_all(futex);
+        let mapped = self.file.mapped();
+        let cell = &mapped.page().cells[self.index.load(Relaxed)];
+        if cell.pid.load(Acquire) == std::process::id() {
+            cell.heartbeat.store(SystemClock.mono().0, Relaxed);
+            return;
+        }
+        if let Ok(index) = self.file.claim_index() {
+            self.index.store(index, Relaxed);
+            self.set_viewers(self.viewers.load(Relaxed));
+        }
     }
 }
 
 impl Drop for DemandCell {
     fn drop(&mut self) {
-        let cell = self.cell();
+        let mapped = self.file.mapped();
+        let cell = &mapped.page().cells[self.index.load(Relaxed)];
+        if cell.pid.load(Acquire) != std::process::id() {
+            return;
+        }
         cell.viewers.store(0, Relaxed);
         cell.pid.store(0, Release);
-        self.notify();
+        notify(&mapped);
     }
+}
+
+fn notify(mapped: &Mapped) {
+    let futex = &mapped.page().header.futex;
+    // SYNC POINT: Release orders the viewer count stored before it ahead of the bump; capture
+    // reads the generation (Acquire) before summing, so a change after its read always moves
+    // the word it waits on.
+    futex.fetch_add(1, Release);
+    futex::wake_all(futex);
+}
+
+/// Opens (creating if needed) and maps the demand file at `path`, claiming it if it is new.
+fn map_file(path: &Path) -> Result<Mapped, Error> {
+    let file = open_or_create(path)?;
+    let meta = file.metadata().map_err(Error::io(path))?;
+    let mapped = Mapped {
+        map: Mapping::read_write(&file, FILE_SIZE, path)?,
+        identity: (meta.dev(), meta.ino()),
+    };
+    let header = &mapped.page().header;
+    // A zero magic is a file created just now by us or by a racing peer (or truncated and grown
+    // again): claim it. Only a compare-and-swap from zero initialises, so two cannot both do it.
+    let _ = header
+        .magic
+        .compare_exchange(0, MAGIC, AcqRel, Acquire)
+        .map(|_| {
+            header.version.store(VERSION, Relaxed);
+            header.cell_count.store(CELLS as u32, Relaxed);
+        });
+    if header.magic.load(Acquire) != MAGIC {
+        return Err(Error::BadMagic {
+            path: path.to_owned(),
+        });
+    }
+    Ok(mapped)
 }
 
 fn open_or_create(path: &Path) -> Result<File, Error> {
     let file = open_regular(path, Access::Create { mode: DEMAND_MODE })?;
-    let len = file.metadata().map_err(Error::io(path))?.len();
-    if len < FILE_SIZE as u64 {
-        // Only a file we (or a racing peer) just created is this short; growing it zero-fills.
-        if len == 0 {
-            let _ = file.set_permissions(fs::Permissions::from_mode(DEMAND_MODE));
-        }
-        file.set_len(FILE_SIZE as u64).map_err(Error::io(path))?;
+    if file.metadata().map_err(Error::io(path))?.len() == 0 {
+        // Only a file we (or a racing peer) just created is empty; the umask may have narrowed
+        // its mode.
+        let _ = file.set_permissions(fs::Permissions::from_mode(DEMAND_MODE));
     }
+    // Every time, not only at creation: a file cut short by someone gets its page back, and a
+    // full file system is an error here rather than a fault later.
+    reserve_space(&file, FILE_SIZE as u64, path)?;
     Ok(file)
 }

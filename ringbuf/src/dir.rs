@@ -3,7 +3,7 @@
 
 use std::fs::{self, DirBuilder, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::{CameraId, Error};
@@ -23,24 +23,87 @@ pub fn demand_path(dir: &Path, camera: &CameraId) -> PathBuf {
     dir.join(format!("{camera}.{DEMAND_EXTENSION}"))
 }
 
-/// Creates the ring directory if needed: group-readable, so servers may run as another user of
-/// the writer's group (ring files are 0640).
+/// Creates the ring directory if needed (group-readable: ring files are 0640, for servers of
+/// the writer's group), and checks that it can be trusted: see [`check_ring_dir`].
 pub fn ensure_ring_dir(dir: &Path) -> Result<(), Error> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o750)
         .create(dir)
-        .map_err(Error::io(dir))
+        .map_err(Error::io(dir))?;
+    check_ring_dir(dir)
+}
+
+/// Refuses a ring directory that someone else could have prepared: one that is a symbolic link,
+/// not owned by this process's user or root, or writable by others. In a world-writable place
+/// such as `/dev/shm`, another local user could otherwise create the directory first and then
+/// swap ring files under the cameras (or plant links to files elsewhere).
+pub fn check_ring_dir(dir: &Path) -> Result<(), Error> {
+    let untrusted = |reason: String| Error::UntrustedRingDir {
+        path: dir.to_owned(),
+        reason,
+    };
+    let meta = fs::symlink_metadata(dir).map_err(Error::io(dir))?;
+    if meta.file_type().is_symlink() {
+        return Err(untrusted(
+            "it is a symbolic link; give the directory it points to".into(),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(untrusted("it is not a directory".into()));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(untrusted(format!(
+            "it is owned by uid {}, not by this user (uid {me}) or root; remove it, or chown it",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o002 != 0 {
+        return Err(untrusted(format!(
+            "anyone may write to it (mode {:o}); chmod o-w it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// Gives `file` all of its `len` bytes now, so that no later write can fault on a full file
+/// system (tmpfs answers a write to a hole it cannot fill with SIGBUS).
+pub(crate) fn reserve_space(file: &File, len: u64, path: &Path) -> Result<(), Error> {
+    let len = i64::try_from(len).unwrap_or(i64::MAX);
+    match nix::fcntl::posix_fallocate(file, 0, len) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::ENOSPC) => {
+            let dir = path.parent().unwrap_or(path);
+            Err(Error::NoSpace {
+                dir: dir.to_owned(),
+                needed: len.unsigned_abs(),
+                free: free_space(dir),
+            })
+        }
+        Err(errno) => Err(Error::io(path)(errno.into())),
+    }
+}
+
+/// Bytes free for unprivileged use on the file system holding `dir`, if it can be told.
+fn free_space(dir: &Path) -> Option<u64> {
+    let stat = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some(stat.blocks_available().saturating_mul(stat.fragment_size()))
 }
 
 /// The cameras that have a ring file in `dir`, sorted by name. Files whose names are not
-/// `<valid camera>.ring` are ignored (temporary files of a writer being created, for one).
+/// `<valid camera>.ring` are ignored (temporary files of a writer being created, for one). A
+/// directory that is not there yet holds no camera; one that cannot be trusted is an error
+/// ([`check_ring_dir`]).
 pub fn scan_ring_dir(dir: &Path) -> Result<Vec<(CameraId, PathBuf)>, Error> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir)(e)),
-    };
+    match check_ring_dir(dir) {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(Vec::new())
+        }
+        checked => checked?,
+    }
+    let entries = fs::read_dir(dir).map_err(Error::io(dir))?;
     let mut rings: Vec<(CameraId, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| {
@@ -67,12 +130,15 @@ pub(crate) enum Access {
     },
 }
 
-/// Opens a file of the ring directory, refusing anything but a regular file. O_NONBLOCK keeps a
-/// FIFO or device planted under a ring's name from blocking the open; on a regular file it
-/// changes nothing (the rings are only ever mapped).
+/// Opens a file of the ring directory, refusing anything but a regular file. O_NOFOLLOW refuses
+/// a symbolic link planted under a ring's name (it could point anywhere this process may write);
+/// O_NONBLOCK keeps a FIFO or device from blocking the open, and changes nothing on a regular
+/// file (the rings are only ever mapped).
 pub(crate) fn open_regular(path: &Path, access: Access) -> Result<File, Error> {
     let mut options = File::options();
-    options.read(true).custom_flags(libc::O_NONBLOCK);
+    options
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW);
     match access {
         Access::ReadOnly => {}
         Access::ReadWrite => {
@@ -82,7 +148,16 @@ pub(crate) fn open_regular(path: &Path, access: Access) -> Result<File, Error> {
             options.write(true).create(true).truncate(false).mode(mode);
         }
     }
-    let file = options.open(path).map_err(Error::io(path))?;
+    let file = match options.open(path) {
+        Ok(file) => file,
+        // What O_NOFOLLOW answers for a symbolic link: not a regular file either.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Error::NotAFile {
+                path: path.to_owned(),
+            })
+        }
+        Err(e) => return Err(Error::io(path)(e)),
+    };
     let is_file = file.metadata().map_err(Error::io(path))?.is_file();
     if !is_file {
         return Err(Error::NotAFile {

@@ -17,6 +17,16 @@ pub enum Error {
     #[error("{}: not a regular file", path.display())]
     NotAFile { path: PathBuf },
 
+    #[error("ring directory {}: no space for a file of {}{}: free space on that file system, or make the ring smaller", dir.display(), size(*needed), free_suffix(*free))]
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        free: Option<u64>,
+    },
+
+    #[error("ring directory {} cannot be trusted: {reason}", path.display())]
+    UntrustedRingDir { path: PathBuf, reason: String },
+
     #[error("{}: not a ringcast ring (bad magic)", path.display())]
     BadMagic { path: PathBuf },
 
@@ -49,6 +59,26 @@ pub enum Error {
 
 fn pid_suffix(pid: Option<u32>) -> String {
     pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+}
+
+fn free_suffix(free: Option<u64>) -> String {
+    free.map(|f| format!(" ({} free)", size(f)))
+        .unwrap_or_default()
+}
+
+/// A byte count as a person reads it: "16.0 MiB".
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
 }
 
 #[cfg(not(loom))]

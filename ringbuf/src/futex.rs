@@ -5,6 +5,8 @@
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
+use nix::errno::Errno;
+
 /// Sleeps while `*word == expected`, at most `timeout`. Returns early on a wake-up, a signal, or
 /// when the word already differs; callers re-check their condition in every case.
 pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
@@ -65,18 +67,10 @@ const FUTEX2_SIZE_U32: u32 = 0x02;
 /// The most words one FUTEX_WAITV takes.
 pub(crate) const WAITV_MAX: usize = 128;
 
-/// What [`wait_any`] could do.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum WaitAny {
-    /// Woken, timed out, interrupted, or a word already differed: re-check.
-    Returned,
-    /// The kernel has no FUTEX_WAITV (before Linux 5.16).
-    Unsupported,
-}
-
 /// Sleeps until any of `words` (at most [`WAITV_MAX`]) differs from its expected value, or
-/// `timeout` passes.
-pub(crate) fn wait_any(words: &[WaitOn<'_>], timeout: Duration) -> WaitAny {
+/// `timeout` passes. `Err(EAGAIN)` (a word already differed), `Err(EINTR)` and `Err(ETIMEDOUT)`
+/// mean "re-check", like a wake-up; any other error means the call could not wait.
+pub(crate) fn wait_any(words: &[WaitOn<'_>], timeout: Duration) -> Result<(), Errno> {
     debug_assert!(words.len() <= WAITV_MAX);
     let waiters: Vec<FutexWaitv> = words
         .iter()
@@ -96,8 +90,7 @@ pub(crate) fn wait_any(words: &[WaitOn<'_>], timeout: Duration) -> WaitAny {
         tv_nsec: deadline.tv_nsec(),
     };
     // SAFETY: `waiters` (and every word it points to, borrowed for this call) outlives the
-    // call; the kernel only reads them. `ts` outlives the call. A failed wait (EAGAIN, EINTR,
-    // ETIMEDOUT) means "re-check", like a wake-up; only ENOSYS is told apart.
+    // call; the kernel only reads them. `ts` outlives the call.
     let result = unsafe {
         libc::syscall(
             libc::SYS_futex_waitv,
@@ -108,9 +101,26 @@ pub(crate) fn wait_any(words: &[WaitOn<'_>], timeout: Duration) -> WaitAny {
             libc::CLOCK_MONOTONIC,
         )
     };
-    if result < 0 && nix::errno::Errno::last() == nix::errno::Errno::ENOSYS {
-        WaitAny::Unsupported
+    if result < 0 {
+        Err(Errno::last())
     } else {
-        WaitAny::Returned
+        Ok(())
     }
+}
+
+/// Whether `err` from [`wait_any`] is one of the ordinary outcomes of a wait.
+pub(crate) fn is_ordinary(err: Errno) -> bool {
+    matches!(err, Errno::EAGAIN | Errno::EINTR | Errno::ETIMEDOUT)
+}
+
+/// Whether FUTEX_WAITV works in this process: asked once, with a word that already differs, so a
+/// working call returns EAGAIN at once. Anything else — ENOSYS before Linux 5.16, EPERM or
+/// EINVAL from a container's system-call filter — means it does not, and never will here.
+pub(crate) fn waitv_works() -> bool {
+    let word = AtomicU32::new(1);
+    let probe = [WaitOn {
+        word: &word,
+        expected: 0,
+    }];
+    wait_any(&probe, Duration::ZERO) == Err(Errno::EAGAIN)
 }

@@ -23,6 +23,7 @@ mod error;
 mod seqlock;
 mod sync;
 mod types;
+mod wakeup;
 
 #[cfg(not(loom))]
 pub mod demand;
@@ -35,6 +36,8 @@ mod futex;
 #[cfg(not(loom))]
 mod mapped;
 #[cfg(not(loom))]
+mod mapping;
+#[cfg(not(loom))]
 mod reader;
 #[cfg(not(loom))]
 mod watcher;
@@ -43,6 +46,8 @@ mod writer;
 
 #[cfg(all(loom, test))]
 mod loom_model;
+#[cfg(all(loom, test))]
+mod loom_wakeup;
 
 pub use error::Error;
 pub use seqlock::{FrameMeta, ReaderStats};
@@ -50,8 +55,8 @@ pub use types::{CameraId, Clock, FrameNo, MonoNanos, SystemClock, WallNanos};
 
 #[cfg(not(loom))]
 pub use dir::{
-    demand_path, ensure_ring_dir, ring_path, scan_ring_dir, DEFAULT_RING_DIR, DEMAND_EXTENSION,
-    RING_EXTENSION,
+    check_ring_dir, demand_path, ensure_ring_dir, ring_path, scan_ring_dir, DEFAULT_RING_DIR,
+    DEMAND_EXTENSION, RING_EXTENSION,
 };
 #[cfg(not(loom))]
 pub use mapped::{RingGeometry, MAX_SLOTS, MAX_SLOT_SIZE, MIN_SLOTS};

@@ -8,11 +8,18 @@
 //!   torn or mixed from two frames is ever accepted);
 //! - frame numbers a reader returns strictly increase, and its `skipped` counter equals the sum of
 //!   the gaps between them (counted from where it started), exactly;
-//! - once the writer is done, each reader reaches the last frame.
+//! - once the writer is done, each reader reaches the last frame;
+//! - a reader of a ring whose slots start empty under an inherited `head` (the new file of a
+//!   geometry change) skips the missing frames at once and never counts them as torn.
+//!
+//! Payloads of five words, four of them stored as one block, run the shipped store loop with
+//! both its block and its tail path; one word keeps the wider scenarios small enough to explore.
 //!
 //! The model has teeth: deleting either fence of the protocol (the writer's Release fence after
 //! the odd mark, or the reader's Acquire fence before the re-check) makes every scenario below
 //! fail with "torn frame accepted".
+
+use std::sync::atomic::Ordering::Relaxed;
 
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
@@ -21,24 +28,24 @@ use loom::thread;
 use crate::seqlock::{publish, Cursor, Read, RingMemory, SlotMeta, SlotRef, WORD};
 use crate::types::{FrameNo, WallNanos};
 
-/// One payload word, whose bytes and length both differ between frames: a copy mixing two frames'
-/// payload, length or number is caught. (Each extra word multiplies the interleavings.)
-const PAYLOAD_WORDS: usize = 1;
-
 struct HeapRing {
     head: AtomicU64,
     metas: Vec<SlotMeta>,
     payloads: Vec<Vec<AtomicU64>>,
+    words: usize,
 }
 
 impl HeapRing {
-    fn new(slots: usize) -> HeapRing {
+    /// A ring whose slots are empty and whose `head` is `head`: 0 for a new ring, more for the
+    /// file that replaces a ring of another geometry.
+    fn new(slots: usize, words: usize, head: FrameNo) -> HeapRing {
         HeapRing {
-            head: AtomicU64::new(0),
+            head: AtomicU64::new(head.0),
             metas: (0..slots).map(|_| SlotMeta::new()).collect(),
             payloads: (0..slots)
-                .map(|_| (0..PAYLOAD_WORDS).map(|_| AtomicU64::new(0)).collect())
+                .map(|_| (0..words).map(|_| AtomicU64::new(0)).collect())
                 .collect(),
+            words,
         }
     }
 }
@@ -51,7 +58,7 @@ impl RingMemory for HeapRing {
         self.metas.len() as u32
     }
     fn slot_size(&self) -> usize {
-        PAYLOAD_WORDS * WORD
+        self.words * WORD
     }
     fn slot(&self, index: usize) -> SlotRef<'_> {
         SlotRef {
@@ -61,10 +68,15 @@ impl RingMemory for HeapRing {
     }
 }
 
-/// Frame `n`'s payload: every byte says `n`, and its length depends on `n`, so a copy mixing two
-/// frames, or a length from one frame with bytes of another, is caught.
-fn payload_of(n: u64) -> Vec<u8> {
-    let len = if n % 2 == 0 { WORD } else { WORD - 3 };
+/// Frame `n`'s payload of `words` words: every byte says `n`, and its length depends on `n` (a
+/// whole number of words, or three bytes short of it), so a copy mixing two frames, or a length
+/// from one frame with bytes of another, is caught.
+fn payload_of(n: u64, words: usize) -> Vec<u8> {
+    let len = if n % 2 == 0 {
+        words * WORD
+    } else {
+        words * WORD - 3
+    };
     vec![n as u8; len]
 }
 
@@ -77,10 +89,12 @@ struct Follower {
 }
 
 impl Follower {
-    fn new() -> Follower {
+    /// A reader opened on a ring whose `head` is `head`: it starts there, as `RingReader::open`.
+    fn new(head: FrameNo) -> Follower {
+        let start = head.max(FrameNo(1));
         Follower {
-            cursor: Cursor::starting_at(FrameNo(1)),
-            previous: FrameNo::NONE,
+            cursor: Cursor::starting_at(start),
+            previous: FrameNo(start.0 - 1),
             gaps: 0,
             buf: Vec::new(),
         }
@@ -94,7 +108,11 @@ impl Follower {
                     meta.frame_no > self.previous,
                     "frame numbers went backwards"
                 );
-                assert_eq!(self.buf, payload_of(meta.frame_no.0), "torn frame accepted");
+                assert_eq!(
+                    self.buf,
+                    payload_of(meta.frame_no.0, ring.words),
+                    "torn frame accepted"
+                );
                 assert_eq!(meta.capture, WallNanos(meta.frame_no.0 * 10));
                 // Every frame from 1 on is accounted for: returned, or counted as skipped.
                 self.gaps += self.previous.gap_to(meta.frame_no);
@@ -111,8 +129,14 @@ impl Follower {
 /// The shape of one model run.
 struct Scenario {
     slots: usize,
-    /// Frames published in all; frame 1 before the readers start, the rest racing them.
-    frames: u64,
+    /// Payload words per slot.
+    words: usize,
+    /// `head` of the ring before the first publish, its slots empty: 0 for a new ring.
+    inherited_head: FrameNo,
+    /// The last frame published. The first frame after `inherited_head` is published before the
+    /// readers start (for a new ring), or none is (for an inherited head, so that the readers
+    /// meet the missing frame); the rest race them.
+    last_frame: u64,
     readers: usize,
     /// Reads each reader makes while the writer runs (bounded: spinning would make the state
     /// space infinite). After the writer is done, each reader reads on to the last frame.
@@ -125,7 +149,9 @@ struct Scenario {
 fn model(scenario: Scenario) {
     let Scenario {
         slots,
-        frames,
+        words,
+        inherited_head,
+        last_frame,
         readers,
         racing_reads,
         preemptions,
@@ -135,15 +161,22 @@ fn model(scenario: Scenario) {
         builder.preemption_bound = Some(preemptions);
     }
     builder.check(move || {
-        let ring = Arc::new(HeapRing::new(slots));
-        // Frame 1 is there before the readers start, so the racing part is short enough to
-        // explore: the writer then publishes the rest, lapping the ring.
-        publish(&*ring, FrameNo(1), &payload_of(1), WallNanos(10));
+        let ring = Arc::new(HeapRing::new(slots, words, inherited_head));
+        let publish_frame = |ring: &HeapRing, n: u64| {
+            publish(ring, FrameNo(n), &payload_of(n, words), WallNanos(n * 10));
+        };
+        // A new ring has its first frame before the readers start, so the racing part is short
+        // enough to explore: the writer then publishes the rest, lapping the ring.
+        let mut next = inherited_head.0 + 1;
+        if inherited_head == FrameNo::NONE {
+            publish_frame(&ring, next);
+            next += 1;
+        }
         let readers: Vec<_> = (0..readers)
             .map(|_| {
                 let ring = Arc::clone(&ring);
                 thread::spawn(move || {
-                    let mut follower = Follower::new();
+                    let mut follower = Follower::new(FrameNo(ring.head.load(Relaxed)));
                     for _ in 0..racing_reads {
                         follower.read_once(&ring);
                     }
@@ -151,17 +184,25 @@ fn model(scenario: Scenario) {
                 })
             })
             .collect();
-        for n in 2..=frames {
-            publish(&*ring, FrameNo(n), &payload_of(n), WallNanos(n * 10));
+        for n in next..=last_frame {
+            publish_frame(&ring, n);
         }
         for reader in readers {
             let mut follower = reader.join().unwrap();
             while follower.read_once(&ring) {}
             assert_eq!(
                 follower.previous,
-                FrameNo(frames),
+                FrameNo(last_frame),
                 "reader did not reach the last frame"
             );
+            if inherited_head != FrameNo::NONE && slots as u64 > last_frame - inherited_head.0 {
+                // No slot was reused, so nothing can have been overwritten under a copy.
+                assert_eq!(
+                    follower.cursor.stats().torn,
+                    0,
+                    "a missing frame counted torn"
+                );
+            }
         }
     });
 }
@@ -170,7 +211,22 @@ fn model(scenario: Scenario) {
 fn loom_writer_laps_one_reader_on_two_slots() {
     model(Scenario {
         slots: 2,
-        frames: 3,
+        words: 1,
+        inherited_head: FrameNo::NONE,
+        last_frame: 3,
+        readers: 1,
+        racing_reads: 2,
+        preemptions: 2,
+    });
+}
+
+#[test]
+fn loom_the_block_store_loop_laps_one_reader_on_two_slots() {
+    model(Scenario {
+        slots: 2,
+        words: 5,
+        inherited_head: FrameNo::NONE,
+        last_frame: 3,
         readers: 1,
         racing_reads: 2,
         preemptions: 2,
@@ -181,7 +237,9 @@ fn loom_writer_laps_one_reader_on_two_slots() {
 fn loom_one_reader_keeps_up_or_skips_on_three_slots() {
     model(Scenario {
         slots: 3,
-        frames: 5,
+        words: 1,
+        inherited_head: FrameNo::NONE,
+        last_frame: 5,
         readers: 1,
         racing_reads: 3,
         preemptions: 2,
@@ -192,9 +250,24 @@ fn loom_one_reader_keeps_up_or_skips_on_three_slots() {
 fn loom_two_readers_race_the_writer_through_slot_reuse() {
     model(Scenario {
         slots: 2,
-        frames: 3,
+        words: 1,
+        inherited_head: FrameNo::NONE,
+        last_frame: 3,
         readers: 2,
         racing_reads: 1,
         preemptions: 1,
+    });
+}
+
+#[test]
+fn loom_a_new_file_after_a_geometry_change_skips_its_missing_frames() {
+    model(Scenario {
+        slots: 4,
+        words: 1,
+        inherited_head: FrameNo(3),
+        last_frame: 5,
+        readers: 1,
+        racing_reads: 2,
+        preemptions: 2,
     });
 }

@@ -3,12 +3,14 @@
 //! Layout (little-endian, `repr(C)`, version [`LAYOUT_VERSION`]):
 //! `[header page: HEADER_SIZE bytes][slot 0][slot 1]...`, each slot being a 64-byte [`SlotMeta`]
 //! followed by the payload rounded up to 64 bytes. Every field is accessed only through atomics,
-//! by every process, so concurrent access is defined behaviour whatever the other side does.
+//! by every process, so concurrent access is defined behaviour whatever the other side does; the
+//! memory itself is reached only as `mapping` describes.
 
-use std::ops::Deref;
+use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
+use crate::mapping::{Atomics, Mapping};
 use crate::seqlock::{RingMemory, SlotMeta, SlotRef, WORD};
 use crate::{CameraId, Error, FrameNo};
 
@@ -37,6 +39,9 @@ pub(crate) const STATE_OFFLINE: u32 = 0;
 pub(crate) const STATE_STREAMING: u32 = 1;
 pub(crate) const STATE_IDLE: u32 = 2;
 pub(crate) const STATE_SOURCE_DOWN: u32 = 3;
+/// The writer moved to a new file at the same path (another geometry, or this one was damaged):
+/// readers should open the path again.
+pub(crate) const STATE_REPLACED: u32 = 4;
 
 /// The header page. Fields up to `camera` are written once, before the file is linked into the
 /// ring directory; the rest change while the writer runs.
@@ -71,6 +76,11 @@ pub(crate) struct RingHeader {
     /// How many writers have opened this file (1 for a fresh file; more after restarts).
     pub(crate) writer_starts: AtomicU64,
 }
+
+// SAFETY: atomic integers and an array of them only (`repr(C)`).
+unsafe impl Atomics for RingHeader {}
+// SAFETY: atomic integers only (`repr(C)`).
+unsafe impl Atomics for SlotMeta {}
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() <= HEADER_SIZE);
 const _: () = assert!(SLOT_META_SIZE == SLOT_ALIGN);
@@ -218,20 +228,47 @@ pub(crate) fn write_camera(header: &RingHeader, camera: &CameraId) {
     }
 }
 
-/// A mapping of a ring file whose layout has been validated. `M` is a read-only or writable map.
-pub(crate) struct MappedRing<M> {
-    map: M,
+/// Whether a process maps a ring to read it or to write it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MapAccess {
+    Read,
+    Write,
+}
+
+/// Maps the header page of `file` alone: enough to validate it before mapping the rest.
+pub(crate) fn map_header(file: &File, access: MapAccess, path: &Path) -> Result<Mapping, Error> {
+    map(file, HEADER_SIZE, access, path)
+}
+
+fn map(file: &File, len: usize, access: MapAccess, path: &Path) -> Result<Mapping, Error> {
+    match access {
+        MapAccess::Read => Mapping::read_only(file, len, path),
+        MapAccess::Write => Mapping::read_write(file, len, path),
+    }
+}
+
+/// The ring header at the start of a mapping of at least a header page.
+pub(crate) fn header_of(map: &Mapping) -> &RingHeader {
+    map.atomics_at(0)
+}
+
+/// A mapping of a whole ring file whose layout has been validated.
+pub(crate) struct MappedRing {
+    map: Mapping,
     layout: Layout,
 }
 
-impl<M: Deref<Target = [u8]>> MappedRing<M> {
-    /// `map` must be page-aligned (any mmap is) and at least `layout.file_size` bytes long.
-    pub(crate) fn new(map: M, layout: Layout) -> MappedRing<M> {
-        assert!(
-            map.len() >= layout.file_size,
-            "mapping smaller than its layout"
-        );
-        MappedRing { map, layout }
+impl MappedRing {
+    /// Maps exactly the ring `layout` describes. Offsets into it come only from `layout`, never
+    /// from the (shared, hostile) header again.
+    pub(crate) fn map(
+        file: &File,
+        layout: Layout,
+        access: MapAccess,
+        path: &Path,
+    ) -> Result<MappedRing, Error> {
+        let map = map(file, layout.file_size, access, path)?;
+        Ok(MappedRing { map, layout })
     }
 
     pub(crate) fn header(&self) -> &RingHeader {
@@ -241,25 +278,14 @@ impl<M: Deref<Target = [u8]>> MappedRing<M> {
     pub(crate) fn layout(&self) -> &Layout {
         &self.layout
     }
+
+    /// See [`Mapping::is_damaged`].
+    pub(crate) fn is_damaged(&self) -> bool {
+        self.map.is_damaged()
+    }
 }
 
-/// Views the first page of a mapping as the ring header.
-pub(crate) fn header_of(map: &[u8]) -> &RingHeader {
-    assert!(
-        map.len() >= HEADER_SIZE,
-        "mapping smaller than a header page"
-    );
-    let ptr = map.as_ptr();
-    assert_eq!(ptr.align_offset(std::mem::align_of::<RingHeader>()), 0);
-    // SAFETY: the mapping is at least HEADER_SIZE >= size_of::<RingHeader>() bytes and suitably
-    // aligned (checked above; mmap returns page-aligned memory). RingHeader consists only of
-    // atomics, for which every bit pattern is valid, and every process touches the file only
-    // through atomic operations, so the shared reference never observes a non-atomic race. Atomic
-    // loads of at most 8 bytes are plain loads, so this is sound on a read-only mapping too.
-    unsafe { &*ptr.cast::<RingHeader>() }
-}
-
-impl<M: Deref<Target = [u8]>> RingMemory for MappedRing<M> {
+impl RingMemory for MappedRing {
     fn head(&self) -> &AtomicU64 {
         &self.header().head
     }
@@ -277,22 +303,13 @@ impl<M: Deref<Target = [u8]>> RingMemory for MappedRing<M> {
             index < self.layout.slot_count as usize,
             "slot index out of range"
         );
+        // Within the mapping: index < slot_count, and the mapping is `file_size` bytes, which the
+        // layout computed as the header page plus `slot_count` strides.
         let offset = HEADER_SIZE + index * self.layout.stride;
         let words = (self.layout.stride - SLOT_META_SIZE) / WORD;
-        // SAFETY: `offset + stride <= file_size <= map.len()` because index < slot_count and the
-        // layout was validated against the mapping (MappedRing::new). Offsets are multiples of 64
-        // from a page-aligned base, meeting SlotMeta's and AtomicU64's alignment. Both types are
-        // atomics only (valid for any bits) and every process accesses them atomically; see
-        // `header_of` for why this holds on a read-only mapping.
-        unsafe {
-            let base = self.map.as_ptr().add(offset);
-            SlotRef {
-                meta: &*base.cast::<SlotMeta>(),
-                payload: std::slice::from_raw_parts(
-                    base.add(SLOT_META_SIZE).cast::<AtomicU64>(),
-                    words,
-                ),
-            }
+        SlotRef {
+            meta: self.map.atomics_at(offset),
+            payload: self.map.atomics_slice(offset + SLOT_META_SIZE, words),
         }
     }
 }

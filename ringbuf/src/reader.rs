@@ -1,26 +1,26 @@
 //! A reader of one ring: maps the file read-only, checks it, and follows the writer with its
 //! own cursor.
 
-use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memmap2::{Mmap, MmapOptions};
 use nix::sys::socket::{send, MsgFlags};
 
 use crate::dir::{open_regular, Access};
 use crate::futex;
 use crate::mapped::{
-    Layout, MappedRing, RingGeometry, RingHeader, HEADER_SIZE, STATE_IDLE, STATE_OFFLINE,
-    STATE_SOURCE_DOWN,
+    header_of, map_header, Layout, MapAccess, MappedRing, RingGeometry, RingHeader, HEADER_SIZE,
+    STATE_IDLE, STATE_OFFLINE, STATE_REPLACED, STATE_SOURCE_DOWN,
 };
 use crate::seqlock::{Cursor, FrameMeta, Read, ReaderStats};
+use crate::sync::{acquire_u32, acquire_u64};
 use crate::types::{Clock, MonoNanos, SystemClock};
+use crate::wakeup::observe;
 use crate::writer::VideoFormat;
 use crate::{CameraId, Error, FrameNo};
 
@@ -55,6 +55,8 @@ pub enum OfflineReason {
     Silent { for_: Duration },
     /// The writer is alive but its camera is not: it is retrying the source.
     SourceDown,
+    /// The writer moved to a new file at the same path; open it again.
+    Replaced,
 }
 
 /// A snapshot of a ring's header, for status pages and `ringcast-ringctl`.
@@ -76,7 +78,7 @@ pub struct RingInfo {
 /// Reads one ring. Each reader has its own cursor: it returns every frame while it keeps up
 /// and skips to the newest (counting what it skipped) when it falls behind.
 pub struct RingReader {
-    ring: Arc<MappedRing<Mmap>>,
+    ring: Arc<MappedRing>,
     path: PathBuf,
     camera: CameraId,
     cursor: Cursor,
@@ -98,13 +100,11 @@ impl RingReader {
         }
         // The header page alone first: the rest is mapped only once the header has said how
         // large the ring is, so a hostile file cannot make us map more than a valid ring needs.
-        let header_page = map_read_only(&file, HEADER_SIZE, path)?;
-        let (layout, camera) =
-            Layout::validate(crate::mapped::header_of(&header_page), meta.len(), path)?;
+        let header_page = map_header(&file, MapAccess::Read, path)?;
+        let (layout, camera) = Layout::validate(header_of(&header_page), meta.len(), path)?;
         drop(header_page);
-        let map = map_read_only(&file, layout.file_size, path)?;
-        let ring = MappedRing::new(map, layout);
-        let head = FrameNo(ring.header().head.load(Acquire));
+        let ring = MappedRing::map(&file, layout, MapAccess::Read, path)?;
+        let head = FrameNo(acquire_u64(&ring.header().head));
         Ok(RingReader {
             ring: Arc::new(ring),
             path: path.to_owned(),
@@ -132,7 +132,7 @@ impl RingReader {
 
     /// The last published frame.
     pub fn head(&self) -> FrameNo {
-        FrameNo(self.header().head.load(Acquire))
+        FrameNo(acquire_u64(&self.header().head))
     }
 
     pub fn stats(&self) -> ReaderStats {
@@ -143,6 +143,8 @@ impl RingReader {
     /// This is the form for async runtimes, woken by [`signal`](Self::signal).
     pub fn try_next(&mut self, out: &mut Vec<u8>) -> Result<Option<FrameMeta>, Error> {
         match self.cursor.read(&*self.ring, out) {
+            // Part of the copy may have come from a page the file lost (see `is_retired`).
+            Read::Frame(_) if self.ring.is_damaged() => Ok(None),
             Read::Frame(meta) => Ok(Some(meta)),
             Read::Nothing => Ok(None),
             Read::Corrupt { frame, reason } => Err(Error::CorruptSlot {
@@ -153,20 +155,26 @@ impl RingReader {
     }
 
     /// Like [`try_next`](Self::try_next), but waits up to `timeout` for a frame to be published.
+    /// Returns `None` at once when the ring is [retired](Self::is_retired): no frame will come to
+    /// this file any more, the path must be opened again.
     pub fn next_timeout(
         &mut self,
         out: &mut Vec<u8>,
         timeout: Duration,
     ) -> Result<Option<FrameMeta>, Error> {
-        let deadline = Instant::now() + timeout;
+        // No deadline at all for a timeout too long to add to now (`Duration::MAX`).
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             // SYNC POINT: the futex word is loaded before `try_next` loads `head`; see
             // writer::wake_readers for why this order cannot lose a wake-up.
-            let seen = self.header().futex.load(Acquire);
+            let seen = acquire_u32(&self.header().futex);
             if let Some(frame) = self.try_next(out)? {
                 return Ok(Some(frame));
             }
-            let left = deadline.saturating_duration_since(Instant::now());
+            if self.is_retired() {
+                return Ok(None);
+            }
+            let left = deadline.map_or(timeout, |d| d.saturating_duration_since(Instant::now()));
             if left.is_zero() {
                 return Ok(None);
             }
@@ -179,8 +187,8 @@ impl RingReader {
     pub fn newest(&self, out: &mut Vec<u8>) -> Option<FrameMeta> {
         let mut cursor = Cursor::starting_at(self.head());
         match cursor.read(&*self.ring, out) {
-            Read::Frame(meta) => Some(meta),
-            Read::Nothing | Read::Corrupt { .. } => None,
+            Read::Frame(meta) if !self.ring.is_damaged() => Some(meta),
+            Read::Frame(_) | Read::Nothing | Read::Corrupt { .. } => None,
         }
     }
 
@@ -236,6 +244,7 @@ impl RingReader {
             return WriterStatus::Offline(OfflineReason::Silent { for_: silent_for });
         }
         match state {
+            STATE_REPLACED => WriterStatus::Offline(OfflineReason::Replaced),
             STATE_IDLE => WriterStatus::Idle,
             STATE_SOURCE_DOWN => WriterStatus::Offline(OfflineReason::SourceDown),
             _ => WriterStatus::Online,
@@ -243,15 +252,29 @@ impl RingReader {
     }
 
     /// The mapping, shared with a [`RingWatcher`](crate::RingWatcher) thread.
-    pub(crate) fn mapped(&self) -> Arc<MappedRing<Mmap>> {
+    pub(crate) fn mapped(&self) -> Arc<MappedRing> {
         Arc::clone(&self.ring)
     }
 
-    /// Whether the file at our path is no longer the one we mapped (removed, or replaced by a
-    /// writer with another geometry). The caller should drop this reader and open the path again.
+    /// Whether the ring itself says this reader must open the path again: its writer moved to a
+    /// new file, or the file shrank under the mapping. Costs no system call, so an event loop
+    /// can ask on every wake-up; [`is_replaced`](Self::is_replaced) also asks the file system.
+    pub fn is_retired(&self) -> bool {
+        self.ring.is_damaged() || self.header().writer_state.load(Relaxed) == STATE_REPLACED
+    }
+
+    /// Whether this reader should be dropped and the path opened again: it is
+    /// [retired](Self::is_retired), or the file at our path is no longer the one we mapped
+    /// (removed or replaced), or it is shorter than the ring (cut short under us).
     pub fn is_replaced(&self) -> bool {
+        if self.is_retired() {
+            return true;
+        }
         match std::fs::metadata(&self.path) {
-            Ok(meta) => (meta.dev(), meta.ino()) != self.identity,
+            Ok(meta) => {
+                (meta.dev(), meta.ino()) != self.identity
+                    || meta.len() < self.ring.layout().file_size as u64
+            }
             Err(_) => true,
         }
     }
@@ -268,32 +291,26 @@ impl RingReader {
             .set_nonblocking(true)
             .map_err(Error::io(&self.path))?;
         let ring = Arc::clone(&self.ring);
+        // Read before the socket is handed out: every change after it gets a poke.
+        let last = acquire_u32(&ring.header().futex);
         std::thread::Builder::new()
             .name(format!("ring-signal-{}", self.camera))
-            .spawn(move || signal_loop(&ring, &ours, tick))
+            .spawn(move || signal_loop(&ring, &ours, last, tick))
             .map_err(Error::io(&self.path))?;
         Ok(theirs)
     }
 }
 
-fn map_read_only(file: &File, len: usize, path: &Path) -> Result<Mmap, Error> {
-    // SAFETY: the writer changes the file's contents while it is mapped, which is the point:
-    // every access goes through atomics (see mapped::header_of), and offsets come only from a
-    // validated layout. `len` never exceeds the file's size (checked by the caller's validation),
-    // and a writer never shrinks a ring file in place (a new geometry gets a new file), so the
-    // mapped range stays backed.
-    unsafe { MmapOptions::new().len(len).map(file) }.map_err(Error::io(path))
-}
-
-pub(crate) fn signal_loop(ring: &MappedRing<Mmap>, peer: &UnixStream, tick: Duration) {
-    let header = ring.header();
-    let mut seen_head = header.head.load(Acquire);
+/// The waiting thread behind [`RingReader::signal`] (and [`RingWatcher`](crate::RingWatcher)'s
+/// fallback on kernels without FUTEX_WAITV): pokes the socket after every change of the ring's
+/// futex word since `last` (the value seen when the socket was handed out), and at least every
+/// `tick`. A wake-up that changes nothing still pokes: it costs the reader one `try_next`.
+pub(crate) fn signal_loop(ring: &MappedRing, peer: &UnixStream, mut last: u32, tick: Duration) {
+    let futex_word = &ring.header().futex;
     loop {
-        let seen_futex = header.futex.load(Acquire);
-        if header.head.load(Acquire) == seen_head {
-            futex::wait(&header.futex, seen_futex, tick);
-        }
-        seen_head = header.head.load(Acquire);
+        futex::wait(futex_word, last, tick);
+        // Woken, timed out or interrupted: a poke either way, and the value to sleep on next.
+        observe(futex_word, &mut last);
         // A full socket already holds an unread wake-up, which is all the reader needs.
         match send(
             peer.as_raw_fd(),

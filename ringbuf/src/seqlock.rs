@@ -15,7 +15,7 @@
 
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
-use crate::sync::{fence, AtomicU64};
+use crate::sync::{acquire_u64, fence, AtomicU64};
 use crate::types::{FrameNo, WallNanos};
 
 /// Size of a payload word: payload areas are whole numbers of these.
@@ -155,7 +155,11 @@ pub struct FrameMeta {
 #[derive(Debug)]
 pub(crate) enum CopyOutcome {
     Complete(FrameMeta),
-    /// The slot held another frame, or the writer changed it while we copied.
+    /// The slot never held the frame: it holds an older one, or nothing. A frame up to `head` is
+    /// always in its slot or overwritten by a newer one, except in a file that took over the
+    /// numbering of a replaced ring (a geometry change, a damaged file): its slots start empty.
+    Missing,
+    /// The slot held a newer frame, or the writer changed it while we copied.
     Torn,
     /// The slot was stable but its metadata cannot be right: only a foreign or broken writer does this.
     Corrupt(String),
@@ -165,8 +169,15 @@ pub(crate) enum CopyOutcome {
 pub(crate) fn copy_frame(ring: &impl RingMemory, frame: FrameNo, out: &mut Vec<u8>) -> CopyOutcome {
     let slot = slot_of(ring, frame);
     // SYNC POINT: Acquire pairs with the writer's Release store of the even value, so the payload
-    // and metadata of `frame` are visible to the loads below.
-    let before = slot.meta.seq.load(Acquire);
+    // and metadata of `frame` are visible to the loads below. (A relaxed load and a fence, as
+    // readers map the ring read-only: see `sync::acquire_u64`.)
+    let before = acquire_u64(&slot.meta.seq);
+    if before < writing_seq(frame) {
+        // The caller saw `head >= frame` (Acquire), and the writer completes a frame's slot
+        // before advancing `head` to it, so an older sequence here was never overwritten by
+        // `frame`: it was never written in this file.
+        return CopyOutcome::Missing;
+    }
     if before != complete_seq(frame) {
         return CopyOutcome::Torn;
     }
@@ -212,7 +223,7 @@ pub struct ReaderStats {
 
 /// How many times one `read` call retries torn copies before it gives up until the next wake-up.
 /// Bounded so that a ring scribbled on by a foreign process cannot spin a reader forever.
-const MAX_ATTEMPTS: usize = 8;
+const MAX_TORN_ATTEMPTS: usize = 8;
 
 /// A reader's position: the next frame it wants, and what it has seen so far.
 #[derive(Clone, Debug)]
@@ -262,10 +273,13 @@ impl Cursor {
 
     /// Copies the next frame into `out`, skipping ahead first if the writer has lapped us.
     pub(crate) fn read(&mut self, ring: &impl RingMemory, out: &mut Vec<u8>) -> Read {
-        for _ in 0..MAX_ATTEMPTS {
-            // SYNC POINT: Acquire pairs with the writer's Release store of `head`: the slot of every
-            // frame up to `head` is seen complete (or newer) by `copy_frame`.
-            let head = FrameNo(ring.head().load(Acquire));
+        // Missing frames move the cursor towards `head` and torn copies are retried a few times;
+        // either way the loop is bounded, whatever a foreign process does to the ring.
+        let mut torn = 0;
+        for _ in 0..MAX_TORN_ATTEMPTS + ring.slot_count() as usize {
+            // SYNC POINT: Acquire pairs with the writer's Release store of `head`: the slot of
+            // every frame up to `head` is seen complete (or newer) by `copy_frame`.
+            let head = FrameNo(acquire_u64(ring.head()));
             if head > FrameNo::MAX_VALID {
                 return Read::Corrupt {
                     frame: head,
@@ -283,9 +297,16 @@ impl Cursor {
                     self.stats.delivered += 1;
                     return Read::Frame(meta);
                 }
+                CopyOutcome::Missing => self.skip_to(self.next.next()),
                 // Overwritten under us: the writer is at least a lap ahead, so the next attempt's
                 // catch-up jumps to the newest frame.
-                CopyOutcome::Torn => self.stats.torn += 1,
+                CopyOutcome::Torn => {
+                    self.stats.torn += 1;
+                    torn += 1;
+                    if torn == MAX_TORN_ATTEMPTS {
+                        break;
+                    }
+                }
                 CopyOutcome::Corrupt(reason) => {
                     let frame = self.next;
                     self.skip_to(frame.next());

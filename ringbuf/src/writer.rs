@@ -3,22 +3,22 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::time::Duration;
 
-use memmap2::MmapMut;
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::dir::{ensure_ring_dir, open_regular, ring_path, Access};
+use crate::dir::{ensure_ring_dir, open_regular, reserve_space, ring_path, Access};
 use crate::futex;
 use crate::mapped::{
-    header_of, write_camera, Layout, MappedRing, RingGeometry, RingHeader, FORMAT_JPEG,
-    HEADER_SIZE, LAYOUT_VERSION, MAGIC, STATE_IDLE, STATE_OFFLINE, STATE_SOURCE_DOWN,
-    STATE_STREAMING,
+    header_of, map_header, write_camera, Layout, MapAccess, MappedRing, RingGeometry, RingHeader,
+    FORMAT_JPEG, HEADER_SIZE, LAYOUT_VERSION, MAGIC, STATE_IDLE, STATE_OFFLINE, STATE_REPLACED,
+    STATE_SOURCE_DOWN, STATE_STREAMING,
 };
 use crate::seqlock;
-use crate::types::{Clock, SystemClock};
+use crate::types::{Clock, MonoNanos, SystemClock};
 use crate::{CameraId, Error, FrameNo, WallNanos};
 
 /// Ring files are readable by the writer's group (the servers), writable by the writer only.
@@ -26,6 +26,10 @@ const RING_MODE: u32 = 0o640;
 
 /// How often `create` retries when the file is replaced or created under it by another process.
 const CREATE_ATTEMPTS: usize = 5;
+
+/// How often a writer checks that its file is still sound: at its path, whole, its header as
+/// written. Between checks a shrunken file is still noticed at once (see `Mapping::is_damaged`).
+const CHECK_FILE_EVERY: Duration = Duration::from_secs(1);
 
 /// The picture a ring carries, for viewers and `/api/cameras`. May change while the ring lives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,18 +64,30 @@ impl WriterState {
 
 /// The writer of one camera's ring. Holding it means holding the ring file's exclusive lock;
 /// dropping it marks the ring offline and releases the lock.
+///
+/// The file is the writer's to keep sound: if another process truncates, removes or scribbles
+/// on it, the writer notices (at once for a truncate, within [`CHECK_FILE_EVERY`] otherwise),
+/// puts a new file at the path that continues the numbering, and carries on. Readers of the old
+/// file are told to open the path again.
 pub struct RingWriter {
-    ring: MappedRing<MmapMut>,
+    ring: MappedRing,
     /// Held for the writer's lifetime: the flock is what makes this process the only writer.
-    _lock: Flock<File>,
+    lock: Flock<File>,
     path: PathBuf,
+    camera: CameraId,
     head: FrameNo,
+    /// What readers have been told, kept here so that a new file can say it again.
+    state: WriterState,
+    format: VideoFormat,
+    checked_at: MonoNanos,
 }
 
 impl RingWriter {
     /// Creates `<dir>/<camera>.ring`, or takes over an existing one. An existing ring of the same
     /// geometry keeps its frames and numbering; one of another geometry (or a damaged file) is
-    /// replaced by a new file that continues the numbering where it can be read.
+    /// replaced by a new file that continues the numbering where it can be read. The file's
+    /// space is reserved here: a full file system is an error now ([`Error::NoSpace`]), never a
+    /// fault later.
     pub fn create(
         dir: &Path,
         camera: &CameraId,
@@ -90,7 +106,9 @@ impl RingWriter {
                         layout,
                         head: FrameNo::NONE,
                     };
-                    create_file(&path, &fresh, Placement::IfAbsent)?
+                    prepare(&path, &fresh)?
+                        .link_if_absent(&path)?
+                        .map(|(ring, lock)| RingWriter::start(ring, lock, &path, camera))
                 }
                 Err(e) => return Err(e),
             };
@@ -101,6 +119,34 @@ impl RingWriter {
         Err(Error::io(&path)(io::Error::other(
             "the ring file kept being replaced while opening it",
         )))
+    }
+
+    /// Claims a ring whose lock we hold: records our pid, resumes after the last published frame.
+    fn start(ring: MappedRing, lock: Flock<File>, path: &Path, camera: &CameraId) -> RingWriter {
+        let head = FrameNo(ring.header().head.load(Relaxed));
+        let mut writer = RingWriter {
+            ring,
+            lock,
+            path: path.to_owned(),
+            camera: camera.clone(),
+            head,
+            state: WriterState::Streaming,
+            format: VideoFormat::default(),
+            checked_at: SystemClock.mono(),
+        };
+        writer.announce();
+        writer
+    }
+
+    /// Writes who we are and what we know into the header, and wakes readers.
+    fn announce(&mut self) {
+        let header = self.ring.header();
+        header.writer_pid.store(std::process::id(), Relaxed);
+        header.writer_starts.fetch_add(1, Relaxed);
+        header.heartbeat.store(SystemClock.mono().0, Relaxed);
+        header.writer_state.store(self.state.raw(), Relaxed);
+        store_format(header, self.format);
+        wake_readers(header);
     }
 
     pub fn path(&self) -> &Path {
@@ -122,22 +168,31 @@ impl RingWriter {
     }
 
     /// Publishes one frame and wakes every waiting reader. A frame larger than a slot is refused
-    /// and counted in the header; nothing is truncated.
+    /// and counted in the header; nothing is truncated. Fails only if the file had to be
+    /// replaced (see [`RingWriter`]) and no new one could be made.
     pub fn publish(&mut self, payload: &[u8], capture: WallNanos) -> Result<FrameNo, Error> {
-        let header = self.ring.header();
         let slot_size = self.ring.layout().slot_size;
         if payload.len() > slot_size {
-            header.frames_rejected.fetch_add(1, Relaxed);
+            self.ring.header().frames_rejected.fetch_add(1, Relaxed);
             return Err(Error::FrameTooLarge {
                 len: payload.len(),
                 slot_size,
             });
         }
+        self.keep_file_sound()?;
         let frame = self.head.next();
         seqlock::publish(&self.ring, frame, payload, capture);
+        if self.ring.is_damaged() {
+            // The file shrank under this very publish, so the frame reached no reader: give it
+            // to the new file instead.
+            self.replace_file()?;
+            seqlock::publish(&self.ring, frame, payload, capture);
+        }
         self.head = frame;
+        self.state = WriterState::Streaming;
 
         // Relaxed: counters and times are informational; nothing is published through them.
+        let header = self.ring.header();
         let now = SystemClock.mono().0;
         if header.writer_state.load(Relaxed) != STATE_STREAMING {
             header.writer_state.store(STATE_STREAMING, Relaxed);
@@ -154,36 +209,92 @@ impl RingWriter {
 
     /// A sign of life while no frame is published (an idle on-demand camera, a source
     /// reconnecting). Readers call a writer offline when this stops for longer than their limit.
-    pub fn heartbeat(&self) {
+    /// Also where a quiet writer notices that its file was tampered with, and replaces it.
+    pub fn heartbeat(&mut self) -> Result<(), Error> {
+        self.keep_file_sound()?;
         self.ring
             .header()
             .heartbeat
             .store(SystemClock.mono().0, Relaxed);
+        Ok(())
     }
 
     /// Tells readers what the camera is doing; see [`WriterState`]. Publishing a frame sets
     /// [`WriterState::Streaming`] by itself.
-    pub fn set_state(&self, state: WriterState) {
+    pub fn set_state(&mut self, state: WriterState) -> Result<(), Error> {
+        self.state = state;
         let header = self.ring.header();
         header.writer_state.store(state.raw(), Relaxed);
-        self.heartbeat();
-        wake_readers(header);
+        self.heartbeat()?;
+        wake_readers(self.ring.header());
+        Ok(())
     }
 
     /// Shorthand for [`set_state`](Self::set_state) with `Idle` or `Streaming`.
-    pub fn set_idle(&self, idle: bool) {
+    pub fn set_idle(&mut self, idle: bool) -> Result<(), Error> {
         self.set_state(if idle {
             WriterState::Idle
         } else {
             WriterState::Streaming
-        });
+        })
     }
 
-    pub fn set_video_format(&self, format: VideoFormat) {
-        let header = self.ring.header();
-        header.width.store(format.width, Relaxed);
-        header.height.store(format.height, Relaxed);
-        header.fps_milli.store(format.fps_milli, Relaxed);
+    pub fn set_video_format(&mut self, format: VideoFormat) {
+        self.format = format;
+        store_format(self.ring.header(), format);
+    }
+
+    /// Replaces the file if it shrank (known at once) or, once per [`CHECK_FILE_EVERY`], if it is
+    /// no longer at its path, whole and as written.
+    fn keep_file_sound(&mut self) -> Result<(), Error> {
+        if self.ring.is_damaged() {
+            return self.replace_file();
+        }
+        let now = SystemClock.mono();
+        if now.since(self.checked_at) < CHECK_FILE_EVERY {
+            return Ok(());
+        }
+        self.checked_at = now;
+        if self.file_is_sound() {
+            Ok(())
+        } else {
+            self.replace_file()
+        }
+    }
+
+    fn file_is_sound(&self) -> bool {
+        let Ok(len) = self.lock.metadata().map(|m| m.len()) else {
+            return false;
+        };
+        still_at(&self.lock, &self.path)
+            && Layout::validate(self.ring.header(), len, &self.path).is_ok_and(
+                |(layout, camera)| {
+                    layout.geometry() == self.geometry()
+                        && camera == self.camera
+                        && self.ring.header().head.load(Relaxed) == self.head.0
+                },
+            )
+    }
+
+    /// Puts a new file at the path that continues the numbering, moves to it, and tells the
+    /// readers of the old one to open the path again.
+    fn replace_file(&mut self) -> Result<(), Error> {
+        // The directory itself may be gone (removed with everything in it).
+        if let Some(dir) = self.path.parent() {
+            ensure_ring_dir(dir)?;
+        }
+        let fresh = NewRing {
+            camera: &self.camera,
+            layout: *self.ring.layout(),
+            head: self.head,
+        };
+        let (ring, lock) = prepare(&self.path, &fresh)?.replace(&self.path)?;
+        retire(self.ring.header());
+        self.ring = ring;
+        self.lock = lock;
+        self.checked_at = SystemClock.mono();
+        self.announce();
+        Ok(())
     }
 }
 
@@ -195,12 +306,24 @@ impl Drop for RingWriter {
     }
 }
 
+fn store_format(header: &RingHeader, format: VideoFormat) {
+    header.width.store(format.width, Relaxed);
+    header.height.store(format.height, Relaxed);
+    header.fps_milli.store(format.fps_milli, Relaxed);
+}
+
 fn wake_readers(header: &RingHeader) {
     // SYNC POINT: Release orders this bump after the `head` store of the frame just published.
     // A reader loads the futex word before `head`; if it then misses the new head it still
     // holds the old futex value, so its FUTEX_WAIT returns at once instead of sleeping.
     header.futex.fetch_add(1, Release);
     futex::wake_all(&header.futex);
+}
+
+/// Tells the readers of a file that a new one took its place, and wakes them to reopen.
+fn retire(header: &RingHeader) {
+    header.writer_state.store(STATE_REPLACED, Relaxed);
+    wake_readers(header);
 }
 
 /// Locks an existing file and, if it is still the one at `path`, takes it over.
@@ -216,7 +339,7 @@ fn take_over(
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
             return Err(Error::WriterBusy {
                 path: path.to_owned(),
-                pid: pid_in(&file),
+                pid: pid_in(&file, path),
             })
         }
         Err((_, errno)) => return Err(Error::io(path)(errno.into())),
@@ -225,48 +348,43 @@ fn take_over(
         return Ok(None);
     }
     let file_len = lock.metadata().map_err(Error::io(path))?.len();
-    let previous = if file_len >= HEADER_SIZE as u64 {
-        // SAFETY: we hold the exclusive lock, so no cooperating writer changes the file's size
-        // while it is mapped; readers only read it, through atomics (see mapped::header_of).
-        let map = unsafe { MmapMut::map_mut(&*lock) }.map_err(Error::io(path))?;
-        Layout::validate(header_of(&map), file_len, path)
-            .ok()
-            .map(|(found, found_camera)| (map, found, found_camera))
+    // The header page alone first, as a reader does: what it says is checked against the file
+    // before anything more is mapped.
+    let header_page = if file_len >= HEADER_SIZE as u64 {
+        Some(map_header(&lock, MapAccess::Write, path)?)
     } else {
         None
     };
-    match previous {
-        Some((map, found, found_camera))
-            if found.geometry() == layout.geometry()
-                && found_camera == *camera
-                && header_of(&map).head.load(Relaxed) <= FrameNo::MAX_VALID.0 =>
-        {
-            Ok(Some(start(MappedRing::new(map, found), lock, path)))
-        }
-        other => {
-            // Keep the numbering going across a geometry change, so viewers see no regression.
-            let head = other
-                .map(|(map, _, _)| header_of(&map).head.load(Relaxed))
-                .filter(|&h| h <= FrameNo::MAX_VALID.0)
-                .map_or(FrameNo::NONE, FrameNo);
-            create_file(
-                path,
-                &NewRing {
-                    camera,
-                    layout,
-                    head,
-                },
-                Placement::Replace,
-            )
+    let found = header_page.as_ref().and_then(|page| {
+        Layout::validate(header_of(page), file_len, path)
+            .ok()
+            .map(|(found, found_camera)| (found, found_camera, header_of(page)))
+    });
+    if let Some((found, found_camera, _)) = &found {
+        if found.geometry() == layout.geometry() && found_camera == camera {
+            // A file from before space was reserved (or with holes punched) gets it now.
+            reserve_space(&lock, layout.file_size as u64, path)?;
+            let ring = MappedRing::map(&lock, layout, MapAccess::Write, path)?;
+            return Ok(Some(RingWriter::start(ring, lock, path, camera)));
         }
     }
-}
-
-/// Whether a new file may take the place of an existing one.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Placement {
-    IfAbsent,
-    Replace,
+    // A ring of another geometry or camera keeps its numbering going, so viewers see no
+    // regression; a file that is no ring at all has none to keep.
+    let old_header = found.map(|(_, _, header)| header);
+    let head = old_header
+        .map(|header| header.head.load(Relaxed))
+        .filter(|&head| head <= FrameNo::MAX_VALID.0)
+        .map_or(FrameNo::NONE, FrameNo);
+    let fresh = NewRing {
+        camera,
+        layout,
+        head,
+    };
+    let (ring, new_lock) = prepare(path, &fresh)?.replace(path)?;
+    if let Some(header) = old_header {
+        retire(header);
+    }
+    Ok(Some(RingWriter::start(ring, new_lock, path, camera)))
 }
 
 /// What a new ring file starts with.
@@ -278,13 +396,16 @@ struct NewRing<'a> {
     head: FrameNo,
 }
 
-/// Builds a complete ring in a temporary file, locked, then puts it at `path` in one step, so no
-/// reader ever sees a half-written header. `Ok(None)`: another writer created `path` first.
-fn create_file(
-    path: &Path,
-    ring: &NewRing<'_>,
-    placement: Placement,
-) -> Result<Option<RingWriter>, Error> {
+/// A complete ring in a locked temporary file beside its path, not yet visible to readers.
+struct Prepared {
+    tmp: PathBuf,
+    ring: MappedRing,
+    lock: Flock<File>,
+}
+
+/// Builds a complete ring in a temporary file, space reserved and header written, so that it can
+/// be put at its path in one step and no reader ever sees a half-written header.
+fn prepare(path: &Path, new: &NewRing<'_>) -> Result<Prepared, Error> {
     let tmp = temp_path(path);
     let file = File::options()
         .read(true)
@@ -293,41 +414,48 @@ fn create_file(
         .mode(RING_MODE)
         .open(&tmp)
         .map_err(Error::io(&tmp))?;
-    let result = fill_and_place(file, &tmp, path, ring, placement);
-    // The temporary name is gone on success (renamed) or must go on failure; either way a
-    // leftover is ours to remove, and a missing one is fine.
-    let _ = fs::remove_file(&tmp);
-    result
+    let filled = fill(file, &tmp, new);
+    if filled.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    let (ring, lock) = filled?;
+    Ok(Prepared { tmp, ring, lock })
 }
 
-fn fill_and_place(
-    file: File,
-    tmp: &Path,
-    path: &Path,
-    new: &NewRing<'_>,
-    placement: Placement,
-) -> Result<Option<RingWriter>, Error> {
-    let layout = new.layout;
+fn fill(file: File, tmp: &Path, new: &NewRing<'_>) -> Result<(MappedRing, Flock<File>), Error> {
     // The umask may have narrowed the mode given at open.
     file.set_permissions(fs::Permissions::from_mode(RING_MODE))
         .map_err(Error::io(tmp))?;
-    file.set_len(layout.file_size as u64)
-        .map_err(Error::io(tmp))?;
+    reserve_space(&file, new.layout.file_size as u64, tmp)?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
         .map_err(|(_, errno)| Error::io(tmp)(errno.into()))?;
-    // SAFETY: the file is new, sized above, and only this process knows its name yet.
-    let map = unsafe { MmapMut::map_mut(&*lock) }.map_err(Error::io(tmp))?;
-    let ring = MappedRing::new(map, layout);
+    let ring = MappedRing::map(&lock, new.layout, MapAccess::Write, tmp)?;
     init_header(ring.header(), new);
-    match placement {
-        Placement::Replace => fs::rename(tmp, path).map_err(Error::io(path))?,
-        Placement::IfAbsent => match fs::hard_link(tmp, path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(None),
-            Err(e) => return Err(Error::io(path)(e)),
-        },
+    Ok((ring, lock))
+}
+
+impl Prepared {
+    /// Puts the ring at `path`, in place of whatever is there.
+    fn replace(self, path: &Path) -> Result<(MappedRing, Flock<File>), Error> {
+        let renamed = fs::rename(&self.tmp, path);
+        if renamed.is_err() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+        renamed.map_err(Error::io(path))?;
+        Ok((self.ring, self.lock))
     }
-    Ok(Some(start(ring, lock, path)))
+
+    /// Puts the ring at `path` unless something is there already (`Ok(None)`: another writer
+    /// created it first).
+    fn link_if_absent(self, path: &Path) -> Result<Option<(MappedRing, Flock<File>)>, Error> {
+        let linked = fs::hard_link(&self.tmp, path);
+        let _ = fs::remove_file(&self.tmp);
+        match linked {
+            Ok(()) => Ok(Some((self.ring, self.lock))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::io(path)(e)),
+        }
+    }
 }
 
 fn temp_path(path: &Path) -> PathBuf {
@@ -357,26 +485,8 @@ fn init_header(header: &RingHeader, new: &NewRing<'_>) {
     header.magic.store(MAGIC, Relaxed);
 }
 
-/// Claims a ring whose lock we hold: records our pid, resumes after the last published frame.
-fn start(ring: MappedRing<MmapMut>, lock: Flock<File>, path: &Path) -> RingWriter {
-    let header = ring.header();
-    header.writer_pid.store(std::process::id(), Relaxed);
-    header.writer_starts.fetch_add(1, Relaxed);
-    header.heartbeat.store(SystemClock.mono().0, Relaxed);
-    header.writer_state.store(STATE_STREAMING, Relaxed);
-    let head = FrameNo(header.head.load(Relaxed));
-    wake_readers(header);
-    RingWriter {
-        ring,
-        _lock: lock,
-        path: path.to_owned(),
-        head,
-    }
-}
-
 /// Whether `file` is still the file named `path` (not unlinked or replaced since we opened it).
 fn still_at(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match (file.metadata(), fs::metadata(path)) {
         (Ok(ours), Ok(named)) => ours.dev() == named.dev() && ours.ino() == named.ino(),
         _ => false,
@@ -384,15 +494,12 @@ fn still_at(file: &File, path: &Path) -> bool {
 }
 
 /// The pid recorded in a ring file's header, for the "who holds it" message.
-fn pid_in(file: &File) -> Option<u32> {
-    let len = file.metadata().ok()?.len();
-    if len < HEADER_SIZE as u64 {
+fn pid_in(file: &File, path: &Path) -> Option<u32> {
+    if file.metadata().ok()?.len() < HEADER_SIZE as u64 {
         return None;
     }
-    // SAFETY: read-only mapping of a file another writer holds; the header is read through
-    // atomics only (see mapped::header_of). Only the header page is mapped.
-    let map = unsafe { memmap2::MmapOptions::new().len(HEADER_SIZE).map(file) }.ok()?;
-    let header = header_of(&map);
+    let page = map_header(file, MapAccess::Read, path).ok()?;
+    let header = header_of(&page);
     if header.magic.load(Relaxed) != MAGIC {
         return None;
     }

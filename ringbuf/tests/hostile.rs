@@ -467,6 +467,39 @@ fn something_other_than_a_file_under_a_ring_name_is_refused_without_blocking() {
     }
 }
 
+#[test]
+fn a_symbolic_link_under_a_ring_name_is_neither_read_nor_written_through() {
+    let (dir, elsewhere) = real_ring();
+    let before = std::fs::read(&elsewhere).unwrap();
+    let ring_dir = tempfile::tempdir().unwrap();
+    let planted = ring_dir.path().join(format!("{CAMERA}.ring"));
+    std::os::unix::fs::symlink(&elsewhere, &planted).unwrap();
+    assert!(matches!(
+        RingReader::open(&planted),
+        Err(Error::NotAFile { .. })
+    ));
+    let camera = CameraId::new(CAMERA).unwrap();
+    assert!(matches!(
+        RingWriter::create(ring_dir.path(), &camera, GEOMETRY),
+        Err(Error::NotAFile { .. })
+    ));
+    assert!(matches!(
+        ringbuf::demand::DemandFile::open(ring_dir.path(), &CameraId::new("linked").unwrap())
+            .and_then(|_| {
+                let demand = ring_dir.path().join("other.demand");
+                std::os::unix::fs::symlink(&elsewhere, &demand).unwrap();
+                ringbuf::demand::DemandFile::open(ring_dir.path(), &CameraId::new("other").unwrap())
+            }),
+        Err(Error::NotAFile { .. })
+    ));
+    assert_eq!(
+        std::fs::read(&elsewhere).unwrap(),
+        before,
+        "the target was written"
+    );
+    drop(dir);
+}
+
 /// Writes frame `frame` into its slot as a complete frame whose `len` field is `len`, with a
 /// payload of the byte `frame` over the whole slot.
 fn forge_frame(path: &Path, frame: u64, len: u64) {

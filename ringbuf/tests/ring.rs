@@ -140,7 +140,7 @@ fn newest_returns_the_head_without_moving_the_cursor() {
 #[test]
 fn writer_status_follows_stop_heartbeat_idle_and_source() {
     let dir = tempfile::tempdir().unwrap();
-    let writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
     let reader = RingReader::open(writer.path()).unwrap();
     let limit = Duration::from_secs(3);
     let beat = reader.info().heartbeat;
@@ -150,14 +150,13 @@ fn writer_status_follows_stop_heartbeat_idle_and_source() {
         reader.writer_status_at(later, limit),
         WriterStatus::Offline(OfflineReason::Silent { .. })
     ));
-    writer.set_idle(true);
+    writer.set_idle(true).unwrap();
     assert_eq!(reader.writer_status(limit), WriterStatus::Idle);
-    writer.set_state(WriterState::SourceDown);
+    writer.set_state(WriterState::SourceDown).unwrap();
     assert_eq!(
         reader.writer_status(limit),
         WriterStatus::Offline(OfflineReason::SourceDown)
     );
-    let mut writer = writer;
     writer.publish(b"back", WallNanos(1)).unwrap();
     assert_eq!(reader.writer_status(limit), WriterStatus::Online);
     drop(writer);
@@ -262,4 +261,86 @@ fn one_watcher_signals_each_ring_that_publishes_and_only_it() {
         1,
         "yard was not signalled"
     );
+}
+
+#[test]
+fn after_a_geometry_change_a_new_reader_gets_the_next_frame_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    for n in 1..=10 {
+        writer.publish(&[n as u8; 10], WallNanos(n)).unwrap();
+    }
+    drop(writer);
+    let eight_slots = RingGeometry {
+        slot_count: 8,
+        slot_size: 2048,
+    };
+    let mut writer = RingWriter::create(dir.path(), &camera(), eight_slots).unwrap();
+    let mut reader = RingReader::open(writer.path()).unwrap();
+    writer.publish(b"eleven", WallNanos(11)).unwrap();
+    let mut buf = Vec::new();
+    let meta = reader
+        .try_next(&mut buf)
+        .unwrap()
+        .expect("the first new frame");
+    assert_eq!(
+        (meta.frame_no, buf.as_slice()),
+        (FrameNo(11), &b"eleven"[..])
+    );
+    let stats = reader.stats();
+    assert_eq!(
+        stats.torn, 0,
+        "frame 10 is missing from the new file, not torn"
+    );
+    assert_eq!(stats.skipped, 1, "frame 10 is counted as skipped");
+}
+
+#[test]
+fn readers_of_a_replaced_file_are_woken_and_told_to_open_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    writer.publish(b"x", WallNanos(1)).unwrap();
+    let mut reader = RingReader::open(writer.path()).unwrap();
+    let mut buf = Vec::new();
+    assert!(reader.try_next(&mut buf).unwrap().is_some());
+    drop(writer);
+    let (done, returned) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        let got = reader.next_timeout(&mut buf, Duration::from_secs(120));
+        let _ = done.send(());
+        (reader, got.map(|frame| frame.is_some()))
+    });
+    // Let the reader fall asleep on the old file, then replace it with another geometry.
+    std::thread::sleep(Duration::from_millis(100));
+    let bigger = RingGeometry {
+        slot_count: 3,
+        slot_size: 4096,
+    };
+    let _writer = RingWriter::create(dir.path(), &camera(), bigger).unwrap();
+    returned
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the reader of the replaced file was not woken");
+    let (reader, got) = waiting.join().unwrap();
+    assert!(!got.unwrap(), "no frame in the old file");
+    assert!(reader.is_retired());
+    assert_eq!(
+        reader.writer_status(Duration::from_secs(5)),
+        WriterStatus::Offline(OfflineReason::Replaced)
+    );
+}
+
+#[test]
+fn waiting_without_a_limit_is_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = RingWriter::create(dir.path(), &camera(), small()).unwrap();
+    let mut reader = RingReader::open(writer.path()).unwrap();
+    let waiting = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        reader
+            .next_timeout(&mut buf, Duration::MAX)
+            .map(|m| m.map(|m| m.frame_no))
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    writer.publish(b"x", WallNanos(1)).unwrap();
+    assert_eq!(waiting.join().unwrap().unwrap(), Some(FrameNo(1)));
 }

@@ -156,6 +156,7 @@ pub enum Status {
     HeadersTooLarge,
     InternalError,
     ServiceUnavailable,
+    InsufficientStorage,
 }
 
 impl Status {
@@ -172,6 +173,7 @@ impl Status {
             Status::HeadersTooLarge => "431 Request Header Fields Too Large",
             Status::InternalError => "500 Internal Server Error",
             Status::ServiceUnavailable => "503 Service Unavailable",
+            Status::InsufficientStorage => "507 Insufficient Storage",
         }
     }
 }

@@ -273,6 +273,8 @@ pub struct Hub {
     /// Ring files that would not open, by path, with the inode warned about: each file is
     /// warned about once, not on every scan.
     unreadable: RefCell<HashMap<PathBuf, u64>>,
+    /// Why the last scan of the ring directory failed, warned about once until it changes.
+    scan_failure: RefCell<Option<String>>,
 }
 
 impl Hub {
@@ -283,6 +285,7 @@ impl Hub {
             cameras: RefCell::new(BTreeMap::new()),
             watcher: RingWatcher::start(RING_TICK)?,
             unreadable: RefCell::new(HashMap::new()),
+            scan_failure: RefCell::new(None),
         }))
     }
 
@@ -330,9 +333,16 @@ impl Hub {
     /// that nobody watches (removed rings, and ring files that would not open).
     pub fn rescan(self: &Rc<Self>) {
         let found = match scan_ring_dir(&self.ring_dir) {
-            Ok(found) => found,
+            Ok(found) => {
+                self.scan_failure.borrow_mut().take();
+                found
+            }
             Err(e) => {
-                tracing::warn!("scanning the ring directory: {e}");
+                let why = e.to_string();
+                if self.scan_failure.borrow().as_deref() != Some(why.as_str()) {
+                    tracing::warn!("scanning the ring directory: {why}");
+                    *self.scan_failure.borrow_mut() = Some(why);
+                }
                 return;
             }
         };
@@ -453,7 +463,9 @@ async fn follow(
     let mut housekeeping = HouseKeeping::new(&reader);
     loop {
         drain_ring(&camera, &mut reader, &mut spare);
-        if housekeeping.due() {
+        // A retired ring (replaced by its writer, or cut short) is reopened at once; the file
+        // system is asked about the others once a second.
+        if reader.is_retired() || housekeeping.due() {
             if reader.is_replaced() {
                 match reopen(&hub.watcher, &camera, &reader) {
                     Some((new_reader, new_signal)) => {

@@ -89,22 +89,15 @@ pub async fn serve(
         }
         Err(e) => {
             tracing::warn!(camera = %camera, "ingest: {e}");
-            let _ = http::refuse_and_close(
-                &mut stream,
-                error_response(Status::InternalError, &e.to_string()),
-            )
-            .await;
+            let _ = http::refuse_and_close(&mut stream, ring_error_response(&e)).await;
             return;
         }
     };
     let demand = match DemandFile::open(&worker.config.ring_dir, &camera) {
         Ok(demand) => demand,
         Err(e) => {
-            let _ = http::refuse_and_close(
-                &mut stream,
-                error_response(Status::InternalError, &e.to_string()),
-            )
-            .await;
+            tracing::warn!(camera = %camera, "ingest: {e}");
+            let _ = http::refuse_and_close(&mut stream, ring_error_response(&e)).await;
             return;
         }
     };
@@ -147,6 +140,16 @@ pub async fn serve(
     .await;
     drop(writer);
     tracing::info!(camera = %camera, "ingest camera disconnected");
+}
+
+/// The refusal of an ingest camera whose ring or demand file could not be made: no room is the
+/// operator's to fix (507), anything else is the server's (500).
+fn ring_error_response(error: &ringbuf::Error) -> Vec<u8> {
+    let status = match error {
+        ringbuf::Error::NoSpace { .. } => Status::InsufficientStorage,
+        _ => Status::InternalError,
+    };
+    error_response(status, &error.to_string())
 }
 
 /// Turns off Nagle (the one-byte demand messages should not wait) and makes a camera that
@@ -274,7 +277,7 @@ async fn send_demand<W: AsyncWriteRent>(
             break;
         };
         let watched = demand.viewers(DEFAULT_CELL_EXPIRY) > 0;
-        mark_idle(&control, &ring.borrow(), watched);
+        mark_idle(&control, &mut ring.borrow_mut(), watched);
         drop(ring);
         if told != Some(watched) || told_at.elapsed() >= DEMAND_REPEAT {
             if told != Some(watched) {
@@ -295,7 +298,11 @@ async fn send_demand<W: AsyncWriteRent>(
             told_at = monoio::time::Instant::now();
         }
         match writer.upgrade() {
-            Some(ring) => ring.borrow().heartbeat(),
+            Some(ring) => {
+                if let Err(e) = ring.borrow_mut().heartbeat() {
+                    tracing::warn!("ingest ring: {e}");
+                }
+            }
             None => break,
         }
         let _ = monoio::time::timeout(
@@ -317,13 +324,15 @@ async fn send_demand<W: AsyncWriteRent>(
 
 /// The ring is idle (not offline) while nobody watches and the camera has stopped sending, as a
 /// local on-demand capture's would be.
-fn mark_idle(control: &IngestControl, writer: &RingWriter, watched: bool) {
+fn mark_idle(control: &IngestControl, writer: &mut RingWriter, watched: bool) {
     let quiet = control
         .last_frame
         .get()
         .is_none_or(|at| at.elapsed() >= IDLE_AFTER_LAST_FRAME);
     let idle = !watched && quiet;
     if control.ring_idle.replace(idle) != idle {
-        writer.set_idle(idle);
+        if let Err(e) = writer.set_idle(idle) {
+            tracing::warn!("ingest ring: {e}");
+        }
     }
 }

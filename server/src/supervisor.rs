@@ -24,6 +24,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Runs the server as `args` asks: in this process for one worker, else as a supervisor.
 pub fn run(args: &Args) -> Result<(), ServerError> {
     raise_open_file_limit();
+    // Made (or checked) before any worker starts, so that a directory another user prepared is
+    // refused once, with its reason, rather than by every worker in a restart loop.
+    ringbuf::ensure_ring_dir(&args.ring_dir)?;
     if args.workers == 1 {
         return worker::run(WorkerConfig::from_args(args));
     }

@@ -81,6 +81,9 @@ fn status_detail(status: WriterStatus) -> String {
         WriterStatus::Offline(OfflineReason::SourceDown) => {
             "offline (the writer is retrying its camera)".into()
         }
+        WriterStatus::Offline(OfflineReason::Replaced) => {
+            "offline (the writer moved to a new file at this path)".into()
+        }
         WriterStatus::Offline(OfflineReason::Silent { for_ }) => {
             format!("offline (no heartbeat for {:.1} s)", for_.as_secs_f64())
         }

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use ringbuf::FrameMeta;
 
+pub mod files;
+
 /// Environment variable that turns a re-executed test binary into a child of the given role.
 pub const ROLE_ENV: &str = "RINGCAST_TEST_ROLE";
 
@@ -249,6 +251,11 @@ impl ChildProcess {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Whether the child has not exited (or been killed) yet.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The next report line, as JSON; fails the test if none comes within `patience`.

@@ -1,0 +1,140 @@
+//! Other processes changing the files between capture and server — ring and demand files cut
+//! short, grown, scribbled on — and a ring directory with no room: no ringcast process dies,
+//! viewers keep their connections, and frames flow again.
+
+mod common;
+#[path = "../../ringbuf/tests/common/files.rs"]
+mod files;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::*;
+use files::{root_for, truncate, SmallTmpfs};
+
+/// The worker processes of a `--workers N` server.
+fn worker_pids(server: &Server) -> Vec<u32> {
+    let pid = server.child.id();
+    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .expect("the server's children");
+    let mut pids: Vec<u32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+fn scribble(path: &Path, offset: u64, len: usize) {
+    let file = OpenOptions::new().write(true).open(path).unwrap();
+    file.write_all_at(&vec![0x5A; len], offset).unwrap();
+}
+
+/// Something another process does to the ring or demand file: `(ring, demand, ring length)`.
+type Tamper = fn(&Path, &Path, u64);
+
+/// Every viewer receives a frame newer than `after`; returns the newest frame number seen.
+fn all_receive_frames_after(viewers: &mut [Ws], after: u64) -> u64 {
+    let mut newest = after;
+    for viewer in viewers {
+        let frame = loop {
+            let frame = frame_no(&next_binary(viewer));
+            if frame > after {
+                break frame;
+            }
+        };
+        newest = newest.max(frame);
+    }
+    newest
+}
+
+#[test]
+fn tampering_with_live_ring_and_demand_files_kills_no_process_and_drops_no_viewer() {
+    let dir = temp_ring_dir();
+    // On demand, so that capture maps the demand file the workers write.
+    let mut capture = start_capture(dir.path(), "cam1", 15, &["--on-demand"]);
+    let server = Server::start(dir.path(), 2, &[]);
+    wait_camera_listed(&server, "cam1");
+    let workers = worker_pids(&server);
+    assert_eq!(workers.len(), 2);
+    let mut viewers: Vec<Ws> = (0..6)
+        .map(|_| ws_connect(server.port, "/ws/cam1"))
+        .collect();
+    let mut seen = all_receive_frames_after(&mut viewers, 0);
+
+    let ring = ring_path(dir.path(), "cam1");
+    let demand = dir.path().join("cam1.demand");
+    let ring_len = std::fs::metadata(&ring).unwrap().len();
+    let steps: [(&str, Tamper); 6] = [
+        ("ring cut to nothing", |ring, _, _| truncate(ring, 0)),
+        ("ring cut into its slots", |ring, _, len| {
+            truncate(ring, len / 3)
+        }),
+        ("ring grown", |ring, _, len| truncate(ring, len * 2)),
+        ("ring header scribbled", |ring, _, _| {
+            scribble(ring, 0, 4096)
+        }),
+        ("demand file cut", |_, demand, _| truncate(demand, 0)),
+        ("demand cells scribbled", |_, demand, _| {
+            scribble(demand, 32, 4000)
+        }),
+    ];
+    for (what, tamper) in steps {
+        tamper(&ring, &demand, ring_len);
+        seen = all_receive_frames_after(&mut viewers, seen);
+        assert!(
+            matches!(capture.0.try_wait(), Ok(None)),
+            "capture died after: {what}"
+        );
+        assert_eq!(worker_pids(&server), workers, "a worker died after: {what}");
+    }
+    // The server still counts its viewers where an on-demand capture looks.
+    wait_for("the viewers counted again", || {
+        server
+            .camera_field("cam1", "viewers")
+            .and_then(|v| v.as_u64())
+            .filter(|&n| n == viewers.len() as u64)
+    });
+}
+
+#[test]
+fn a_ring_directory_without_room_refuses_capture_and_ingest_and_kills_nothing() {
+    if !root_for("a_ring_directory_without_room_refuses_capture_and_ingest_and_kills_nothing") {
+        return;
+    }
+    let tmpfs = SmallTmpfs::mount("1m");
+    let capture = Command::new(capture_binary())
+        .args(["--camera", "cam1", "--source", "test"])
+        .arg("--ring-dir")
+        .arg(&tmpfs.dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&capture.stderr);
+    assert_eq!(capture.status.code(), Some(1), "capture: {stderr}");
+    assert!(
+        stderr.contains(&tmpfs.dir.display().to_string()) && stderr.contains("16.0 MiB"),
+        "capture names the directory and the space: {stderr}"
+    );
+
+    let server = Server::start(&tmpfs.dir, 2, &["--ingest-token", "secret"]);
+    let workers = worker_pids(&server);
+    let response = raw_request(
+        server.port,
+        b"GET /ingest/cam2 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer secret\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(
+        response.status,
+        507,
+        "{}",
+        String::from_utf8_lossy(&response.body)
+    );
+    assert!(String::from_utf8_lossy(&response.body).contains("no space"));
+    assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(worker_pids(&server), workers);
+}
