@@ -32,6 +32,9 @@ pub enum CaptureError {
     #[error("the source thread ended unexpectedly")]
     SourceThreadLost,
 
+    #[error("the ring was taken over while this capture ran: {0}")]
+    RingLost(String),
+
     #[error("JPEG library: {0}")]
     Jpeg(#[from] turbojpeg::Error),
 }

@@ -171,6 +171,11 @@ impl Sink for PushSink {
     fn set_state(&mut self, _state: WriterState) {}
 
     fn set_video_format(&mut self, _format: VideoFormat) {}
+
+    // A server refusing or dropping the connection is retried, never final.
+    fn lost(&self) -> Option<&str> {
+        None
+    }
 }
 
 impl Drop for PushSink {

@@ -33,6 +33,8 @@ pub enum Ended {
     InputFinished,
     /// The source thread ended without saying why (it panicked).
     SourceLost,
+    /// Another writer holds the ring now: this capture's frames would reach nobody.
+    RingLost,
 }
 
 /// Runs capture as the flags say until a signal or the end of the input.
@@ -89,6 +91,9 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
     info!("camera {camera}: stopped");
     match ended {
         Ended::SourceLost => Err(CaptureError::SourceThreadLost),
+        Ended::RingLost => Err(CaptureError::RingLost(
+            capture.sink.lost().unwrap_or_default().to_owned(),
+        )),
         other => Ok(other),
     }
 }
@@ -201,6 +206,9 @@ impl Capture {
         loop {
             if shutdown.load(Relaxed) {
                 return Ended::Signal;
+            }
+            if self.sink.lost().is_some() {
+                return Ended::RingLost;
             }
             self.sink.heartbeat();
             let idle = match demand {

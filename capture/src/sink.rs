@@ -15,6 +15,9 @@ pub trait Sink {
     /// Idle, or source down; publishing a frame means streaming again.
     fn set_state(&mut self, state: WriterState);
     fn set_video_format(&mut self, format: VideoFormat);
+    /// Why this sink can take no more frames, once it cannot: another writer holds the ring
+    /// now (its file was removed and a new capture made one).
+    fn lost(&self) -> Option<&str>;
 }
 
 /// The local ring.
@@ -23,6 +26,7 @@ pub struct RingSink {
     stats: std::sync::Arc<crate::stats::Stats>,
     too_large_warnings: crate::stats::LogLimit,
     ring_warnings: crate::stats::LogLimit,
+    lost: Option<String>,
 }
 
 impl RingSink {
@@ -33,15 +37,21 @@ impl RingSink {
             stats,
             too_large_warnings: crate::stats::LogLimit::new(every),
             ring_warnings: crate::stats::LogLimit::new(every),
+            lost: None,
         }
     }
 
-    /// The ring file was tampered with and could not be replaced (the directory is gone or
-    /// full): capture goes on, and the writer tries again at the next frame or heartbeat.
-    fn warn_unsound(&mut self, result: Result<(), ringbuf::Error>) {
-        if let Err(e) = result {
-            if self.ring_warnings.allow(std::time::Instant::now()) {
-                warn!("the ring file needs replacing, and that failed: {e}");
+    /// The ring file was tampered with and could not be replaced. Another writer holding the
+    /// path ends this capture; anything else (the directory full or in the way) is retried at
+    /// the next frame or heartbeat.
+    fn note_ring_error(&mut self, result: Result<(), ringbuf::Error>) {
+        match result {
+            Ok(()) => {}
+            Err(e @ ringbuf::Error::WriterBusy { .. }) => self.lost = Some(e.to_string()),
+            Err(e) => {
+                if self.ring_warnings.allow(std::time::Instant::now()) {
+                    warn!("the ring file needs replacing, and that failed: {e}");
+                }
             }
         }
     }
@@ -65,24 +75,27 @@ impl Sink for RingSink {
                     warn!("frame not published: {e} (raise --max-frame-bytes or lower --quality)");
                 }
             }
-            Err(e) => {
-                self.stats.rejected.fetch_add(1, Relaxed);
-                self.warn_unsound(Err(e));
-            }
+            // Not a refusal of the frame: the ring file could not be kept sound (the log says
+            // why, and the published count shows the gap).
+            Err(e) => self.note_ring_error(Err(e)),
         }
     }
 
     fn heartbeat(&mut self) {
         let result = self.writer.heartbeat();
-        self.warn_unsound(result);
+        self.note_ring_error(result);
     }
 
     fn set_state(&mut self, state: WriterState) {
         let result = self.writer.set_state(state);
-        self.warn_unsound(result);
+        self.note_ring_error(result);
     }
 
     fn set_video_format(&mut self, format: VideoFormat) {
         self.writer.set_video_format(format);
+    }
+
+    fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
     }
 }

@@ -34,7 +34,8 @@ const VERSION: u32 = 1;
 /// Cells per file: the most server workers that can report demand for one camera.
 pub const CELLS: usize = 64;
 const FILE_SIZE: usize = 4096;
-/// Demand files are written by server workers, which may run as another user of the group.
+/// Demand files are written by server workers, which may run as another user of the group
+/// (see `dir::ensure_ring_dir`).
 const DEMAND_MODE: u32 = 0o660;
 
 /// How old a cell's heartbeat may be before its viewers no longer count. Workers beat every
@@ -51,7 +52,9 @@ struct DemandHeader {
     cell_count: AtomicU32,
     /// Bumped whenever a cell's viewer count changes; capture FUTEX_WAITs on it.
     futex: AtomicU32,
-    _reserved: AtomicU32,
+    /// Up to the cells' 16-byte alignment, spelled out: a shared reference to the page must not
+    /// cover bytes that are not atomics, since other processes may write them.
+    _reserved: [AtomicU32; 3],
 }
 
 #[repr(C, align(16))]
@@ -76,11 +79,15 @@ struct DemandPage {
     cells: [Cell; CELLS],
 }
 
-// SAFETY: atomic integers, structs and arrays of them only (`repr(C)`; Cell's alignment padding
-// carries nothing).
+// SAFETY: atomic integers, structs and arrays of them only (`repr(C)`, no padding: checked
+// below).
 unsafe impl Atomics for DemandPage {}
 
 const _: () = assert!(std::mem::size_of::<DemandPage>() <= FILE_SIZE);
+const _: () = assert!(std::mem::size_of::<DemandHeader>() == 32);
+const _: () = assert!(std::mem::size_of::<Cell>() == 16);
+const _: () =
+    assert!(std::mem::size_of::<DemandPage>() == 32 + CELLS * std::mem::size_of::<Cell>());
 
 /// One mapping of the file, and which file it was.
 struct Mapped {
@@ -219,7 +226,8 @@ impl DemandFile {
 pub struct DemandCell {
     file: Arc<DemandFile>,
     index: AtomicUsize,
-    /// The count this worker reports, kept here so that a lost cell can be filled in again.
+    /// The count this worker reports, kept here so that a lost or overwritten cell can be
+    /// filled in again.
     viewers: AtomicU32,
 }
 
@@ -227,27 +235,37 @@ impl DemandCell {
     /// Records this worker's viewer count (and a heartbeat); wakes capture if it changed.
     pub fn set_viewers(&self, viewers: u32) {
         self.viewers.store(viewers, Relaxed);
-        let mapped = self.file.mapped();
-        let cell = &mapped.page().cells[self.index.load(Relaxed)];
-        cell.heartbeat.store(SystemClock.mono().0, Relaxed);
-        if cell.viewers.swap(viewers, Relaxed) != viewers {
-            notify(&mapped);
-        }
+        self.report();
     }
 
     /// Keeps the cell alive without changing the count. Call at least every second. A cell
-    /// that is no longer this process's (the file was replaced, or the cell scribbled over) is
-    /// claimed again and the count reported anew.
+    /// that is no longer this process's (the file was replaced, another worker took it while
+    /// this one stalled, or it was scribbled over) is claimed again; a count overwritten is
+    /// written again.
     pub fn heartbeat(&self) {
+        self.report();
+    }
+
+    /// Writes heartbeat and count into the cell, if it is still ours; else into a new one.
+    fn report(&self) {
         let mapped = self.file.mapped();
-        let cell = &mapped.page().cells[self.index.load(Relaxed)];
-        if cell.pid.load(Acquire) == std::process::id() {
-            cell.heartbeat.store(SystemClock.mono().0, Relaxed);
-            return;
+        let me = std::process::id();
+        let mut index = self.index.load(Relaxed);
+        if mapped.page().cells[index].pid.load(Acquire) != me {
+            match self.file.claim_index() {
+                Ok(claimed) => {
+                    index = claimed;
+                    self.index.store(index, Relaxed);
+                }
+                // All cells taken: nothing to write into until one frees up.
+                Err(_) => return,
+            }
         }
-        if let Ok(index) = self.file.claim_index() {
-            self.index.store(index, Relaxed);
-            self.set_viewers(self.viewers.load(Relaxed));
+        let cell = &mapped.page().cells[index];
+        cell.heartbeat.store(SystemClock.mono().0, Relaxed);
+        let viewers = self.viewers.load(Relaxed);
+        if cell.viewers.swap(viewers, Relaxed) != viewers {
+            notify(&mapped);
         }
     }
 }
@@ -274,16 +292,38 @@ fn notify(mapped: &Mapped) {
     futex::wake_all(futex);
 }
 
-/// Opens (creating if needed) and maps the demand file at `path`, claiming it if it is new.
+/// Opens (creating if needed) and maps the demand file at `path`, claiming it if it is new. A
+/// file that is not a demand file (scribbled over, or something else under its name) is replaced
+/// by a new one: demand is only what the workers report now, and they report it again.
 fn map_file(path: &Path) -> Result<Mapped, Error> {
+    let mapped = map_existing(path)?;
+    if is_demand_file(&mapped) {
+        return Ok(mapped);
+    }
+    put_fresh_file(path)?;
+    let mapped = map_existing(path)?;
+    if is_demand_file(&mapped) {
+        Ok(mapped)
+    } else {
+        Err(Error::BadMagic {
+            path: path.to_owned(),
+        })
+    }
+}
+
+fn map_existing(path: &Path) -> Result<Mapped, Error> {
     let file = open_or_create(path)?;
     let meta = file.metadata().map_err(Error::io(path))?;
-    let mapped = Mapped {
+    Ok(Mapped {
         map: Mapping::read_write(&file, FILE_SIZE, path)?,
         identity: (meta.dev(), meta.ino()),
-    };
+    })
+}
+
+/// Whether the file is a demand file, making it one if it is new (all zeros).
+fn is_demand_file(mapped: &Mapped) -> bool {
     let header = &mapped.page().header;
-    // A zero magic is a file created just now by us or by a racing peer (or truncated and grown
+    // A zero magic is a file created just now by us or by a racing peer (or cut short and grown
     // again): claim it. Only a compare-and-swap from zero initialises, so two cannot both do it.
     let _ = header
         .magic
@@ -292,12 +332,25 @@ fn map_file(path: &Path) -> Result<Mapped, Error> {
             header.version.store(VERSION, Relaxed);
             header.cell_count.store(CELLS as u32, Relaxed);
         });
-    if header.magic.load(Acquire) != MAGIC {
-        return Err(Error::BadMagic {
-            path: path.to_owned(),
-        });
+    header.magic.load(Acquire) == MAGIC
+}
+
+/// Puts a new, empty demand file at `path` in one step (readers never see a half-made one).
+fn put_fresh_file(path: &Path) -> Result<(), Error> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:x}.tmp",
+        std::process::id(),
+        SystemClock.wall().0
+    ));
+    let made = open_or_create(&tmp).and_then(|_| fs::rename(&tmp, path).map_err(Error::io(path)));
+    if made.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    Ok(mapped)
+    made
 }
 
 fn open_or_create(path: &Path) -> Result<File, Error> {

@@ -23,8 +23,11 @@ pub fn demand_path(dir: &Path, camera: &CameraId) -> PathBuf {
     dir.join(format!("{camera}.{DEMAND_EXTENSION}"))
 }
 
-/// Creates the ring directory if needed (group-readable: ring files are 0640, for servers of
-/// the writer's group), and checks that it can be trusted: see [`check_ring_dir`].
+/// Creates the ring directory if needed, and checks that it can be trusted: see
+/// [`check_ring_dir`]. Capture and server normally run as one user. Ring files are 0640 and
+/// demand files 0660 so that they can also run as several users of one group; the directory
+/// must then belong to root (group-writable, not writable by others), as a systemd
+/// `RuntimeDirectory` or a tmpfiles.d line makes it.
 pub fn ensure_ring_dir(dir: &Path) -> Result<(), Error> {
     DirBuilder::new()
         .recursive(true)

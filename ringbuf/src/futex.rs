@@ -32,8 +32,9 @@ pub(crate) fn wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 
 /// Wakes every process and thread waiting on `word`.
 pub(crate) fn wake_all(word: &AtomicU32) {
-    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not touch memory besides hashing
-    // the address. It cannot fail for a valid address, so the result is not inspected.
+    // SAFETY: `word` is a live, aligned u32; FUTEX_WAKE does not touch memory besides looking
+    // the address up. Its one failure, EFAULT for a page its file no longer backs, means there
+    // is nobody to wake there, so the result is not inspected.
     unsafe {
         libc::syscall(
             libc::SYS_futex,
@@ -122,5 +123,10 @@ pub(crate) fn waitv_works() -> bool {
         word: &word,
         expected: 0,
     }];
-    wait_any(&probe, Duration::ZERO) == Err(Errno::EAGAIN)
+    loop {
+        match wait_any(&probe, Duration::ZERO) {
+            Err(Errno::EINTR) => continue,
+            answer => return answer == Err(Errno::EAGAIN),
+        }
+    }
 }

@@ -61,7 +61,7 @@ pub use dir::{
 #[cfg(not(loom))]
 pub use mapped::{RingGeometry, MAX_SLOTS, MAX_SLOT_SIZE, MIN_SLOTS};
 #[cfg(not(loom))]
-pub use reader::{OfflineReason, RingInfo, RingReader, WriterStatus};
+pub use reader::{OfflineReason, RingInfo, RingReader, WriterStatus, RECHECK_EVERY};
 #[cfg(not(loom))]
 pub use watcher::RingWatcher;
 #[cfg(not(loom))]

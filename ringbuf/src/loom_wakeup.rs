@@ -1,6 +1,9 @@
 //! The watcher's wake-up protocol under loom: a writer publishes to two rings, one watcher thread
-//! follows both with the shipped [`observe`] and a futex that behaves like the kernel's, and a
-//! reader per ring sleeps on its socket until it sees the ring's last frame.
+//! follows them with the shipped [`observe`], the loop `watcher::run` has (control word first,
+//! then the list, then each ring's word, then one wait on all of them) and a futex that behaves
+//! like the kernel's, and a reader per ring sleeps on its socket until it sees the ring's last
+//! frame. The second ring is watched while the watcher already waits, as `RingWatcher::watch`
+//! does it: its value is read first, then it joins the list, then the control word moves.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test -p ringcast-ringbuf --release --lib loom`.
 //!
@@ -16,7 +19,7 @@ use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
-use crate::sync::acquire_u64;
+use crate::sync::{acquire_u32, acquire_u64};
 use crate::wakeup::observe;
 
 /// Frames the writer publishes to each ring.
@@ -72,6 +75,8 @@ impl Socket {
 struct Ring {
     head: AtomicU64,
     futex_word: AtomicU32,
+    /// The value the watcher last acted on (`Watched::last`).
+    last: AtomicU32,
     socket: Socket,
 }
 
@@ -80,6 +85,7 @@ impl Ring {
         Ring {
             head: AtomicU64::new(0),
             futex_word: AtomicU32::new(0),
+            last: AtomicU32::new(0),
             socket: Socket {
                 pending: Mutex::new(false),
                 readable: Condvar::new(),
@@ -90,6 +96,9 @@ impl Ring {
 
 struct World {
     rings: [Ring; 2],
+    /// The rings watched so far, by index (`Group::rings`).
+    watched: Mutex<Vec<usize>>,
+    control: AtomicU32,
     futex: Futex,
 }
 
@@ -97,6 +106,8 @@ impl World {
     fn new() -> World {
         World {
             rings: [Ring::new(), Ring::new()],
+            watched: Mutex::new(Vec::new()),
+            control: AtomicU32::new(0),
             futex: Futex {
                 lock: Mutex::new(()),
                 woken: Condvar::new(),
@@ -105,31 +116,52 @@ impl World {
     }
 
     /// What `RingWriter::publish` does after the slot: `head`, then the futex word, then a wake.
-    fn publish(&self, ring: &Ring, frame: u64) {
+    fn publish(&self, ring: usize, frame: u64) {
+        let ring = &self.rings[ring];
         ring.head.store(frame, Release);
         ring.futex_word.fetch_add(1, Release);
         self.futex.wake_all();
     }
 
-    /// The watcher thread's loop, until it has acted on every publish (the real one runs on).
-    fn watch(&self, mut last: [u32; 2]) {
+    /// `RingWatcher::watch`: the value first, then the list, then the control word.
+    fn watch(&self, ring: usize) {
+        let value = acquire_u32(&self.rings[ring].futex_word);
+        self.rings[ring].last.store(value, Relaxed);
+        self.watched.lock().unwrap().push(ring);
+        self.control.fetch_add(1, Release);
+        self.futex.wake_all();
+    }
+
+    /// The watcher thread's loop, until it has acted on every publish of both rings (the real
+    /// one runs on).
+    fn run_watcher(&self) {
         loop {
-            for (ring, last) in self.rings.iter().zip(&mut last) {
-                if observe(&ring.futex_word, last) {
+            let control = acquire_u32(&self.control);
+            let watched = self.watched.lock().unwrap().clone();
+            for &index in &watched {
+                let ring = &self.rings[index];
+                let mut last = ring.last.load(Relaxed);
+                if observe(&ring.futex_word, &mut last) {
                     ring.socket.poke();
                 }
+                ring.last.store(last, Relaxed);
             }
-            if last.iter().all(|&l| u64::from(l) == FRAMES) {
+            let done = |ring: &Ring| u64::from(ring.last.load(Relaxed)) == FRAMES;
+            if watched.len() == self.rings.len() && self.rings.iter().all(done) {
                 return;
             }
-            let [a, b] = &self.rings;
-            self.futex
-                .wait_any(&[(&a.futex_word, last[0]), (&b.futex_word, last[1])]);
+            let mut words = vec![(&self.control, control)];
+            words.extend(watched.iter().map(|&index| {
+                let ring = &self.rings[index];
+                (&ring.futex_word, ring.last.load(Relaxed))
+            }));
+            self.futex.wait_any(&words);
         }
     }
 
     /// An event loop following one ring: wait for the socket, then look at `head`.
-    fn follow(&self, ring: &Ring) {
+    fn follow(&self, ring: usize) {
+        let ring = &self.rings[ring];
         loop {
             ring.socket.read();
             if acquire_u64(&ring.head) == FRAMES {
@@ -140,33 +172,28 @@ impl World {
 }
 
 #[test]
-fn loom_the_watcher_signals_every_publish_of_every_ring() {
+fn loom_the_watcher_signals_every_publish_even_of_a_ring_watched_while_it_waits() {
     let mut builder = loom::model::Builder::new();
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(2);
     }
     builder.check(|| {
         let world = Arc::new(World::new());
-        // Read when the sockets are handed out, before any publish.
-        let last = [0, 0];
-        let watcher = {
+        world.watch(0);
+        let spawn = |f: fn(&World)| {
             let world = Arc::clone(&world);
-            thread::spawn(move || world.watch(last))
+            thread::spawn(move || f(&world))
         };
-        let followers: Vec<_> = (0..2)
-            .map(|index| {
-                let world = Arc::clone(&world);
-                thread::spawn(move || world.follow(&world.rings[index]))
-            })
-            .collect();
-        for frame in 1..=FRAMES {
-            for ring in &world.rings {
-                world.publish(ring, frame);
-            }
-        }
-        for follower in followers {
-            follower.join().unwrap();
-        }
+        let watcher = spawn(World::run_watcher);
+        let first = spawn(|world| world.follow(0));
+        world.publish(0, 1);
+        world.watch(1);
+        let second = spawn(|world| world.follow(1));
+        world.publish(1, 1);
+        world.publish(0, 2);
+        world.publish(1, 2);
+        first.join().unwrap();
+        second.join().unwrap();
         watcher.join().unwrap();
     });
 }

@@ -77,12 +77,15 @@ pub(crate) struct RingHeader {
     pub(crate) writer_starts: AtomicU64,
 }
 
-// SAFETY: atomic integers and an array of them only (`repr(C)`).
+// SAFETY: atomic integers and an array of them only (`repr(C)`, no padding: checked below).
 unsafe impl Atomics for RingHeader {}
-// SAFETY: atomic integers only (`repr(C)`).
+// SAFETY: atomic integers and an array of them only (`repr(C)`, the whole cache line spelled
+// out: checked below).
 unsafe impl Atomics for SlotMeta {}
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() <= HEADER_SIZE);
+const _: () = assert!(std::mem::size_of::<RingHeader>() == 152);
+const _: () = assert!(std::mem::size_of::<SlotMeta>() == 8 * 8);
 const _: () = assert!(SLOT_META_SIZE == SLOT_ALIGN);
 
 /// Slot count and payload capacity of a ring: fixed for the life of a ring file.

@@ -32,7 +32,7 @@ use std::io;
 use std::path::Path;
 use std::ptr;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::OnceLock;
 
 use memmap2::{MmapOptions, MmapRaw};
@@ -89,8 +89,9 @@ impl Mapping {
     /// by a zero page: what is read from the mapping is no longer the file's, and what is written
     /// to it no longer reaches the file. Map the file anew.
     pub(crate) fn is_damaged(&self) -> bool {
-        // Relaxed: a flag for the owner to act on; nothing is published through it.
-        self.entry.damaged.load(Relaxed)
+        // SYNC POINT: pairs with the handler's Release store, made before it puts the zero page
+        // in: a thread that read from the zero page and then asks, sees the flag.
+        self.entry.damaged.load(Acquire)
     }
 
     /// The `T` at `offset`. Panics if it does not lie within the mapping or is misaligned: offsets
@@ -144,7 +145,10 @@ const GUARDED_MAX: usize = 4096;
 /// array: nothing in it allocates, locks or can be freed under the handler.
 struct Guarded {
     claimed: AtomicBool,
-    /// First address of the range; 0 while the entry is free or being filled in.
+    /// A seqlock over `start` and `end`: odd while they change, so that the handler never acts
+    /// on a range mixed from an entry's old and new mappings.
+    generation: AtomicUsize,
+    /// First address of the range; 0 while the entry is free.
     start: AtomicUsize,
     end: AtomicUsize,
     damaged: AtomicBool,
@@ -153,6 +157,7 @@ struct Guarded {
 static GUARDED: [Guarded; GUARDED_MAX] = [const {
     Guarded {
         claimed: AtomicBool::new(false),
+        generation: AtomicUsize::new(0),
         start: AtomicUsize::new(0),
         end: AtomicUsize::new(0),
         damaged: AtomicBool::new(false),
@@ -168,25 +173,46 @@ impl Guarded {
                 .is_ok()
         })?;
         entry.damaged.store(false, Relaxed);
-        entry.end.store(start + len, Relaxed);
-        // SYNC POINT: Release publishes `end` and the cleared flag to a handler (on any thread)
-        // whose Acquire load of `start` sees this value.
-        entry.start.store(start, Release);
+        entry.set_range(start, start + len);
         Some(entry)
     }
 
     fn release(&self) {
-        self.start.store(0, Release);
+        self.set_range(0, 0);
         self.claimed.store(false, Release);
+    }
+
+    /// The writer side of the entry's seqlock; only the entry's owner calls it.
+    fn set_range(&self, start: usize, end: usize) {
+        self.generation.fetch_add(1, Relaxed);
+        // SYNC POINT: keeps the stores below from being seen before the odd generation; a
+        // handler that sees any of them sees the odd value (or a later one) at its re-check.
+        fence(Release);
+        self.start.store(start, Relaxed);
+        self.end.store(end, Relaxed);
+        // SYNC POINT: Release publishes the range to a handler whose Acquire load of the
+        // generation sees this even value.
+        self.generation.fetch_add(1, Release);
+    }
+
+    /// The entry's range, if it is not changing right now.
+    fn range(&self) -> Option<std::ops::Range<usize>> {
+        let before = self.generation.load(Acquire);
+        if before % 2 == 1 {
+            return None;
+        }
+        let range = self.start.load(Relaxed)..self.end.load(Relaxed);
+        // SYNC POINT: keeps the loads above from moving below the re-check (as in the ring's
+        // own seqlock, `seqlock::copy_frame`).
+        fence(Acquire);
+        (self.generation.load(Relaxed) == before).then_some(range)
     }
 
     /// The entry whose range holds `addr`, if any.
     fn holding(addr: usize) -> Option<&'static Guarded> {
-        GUARDED.iter().find(|entry| {
-            // SYNC POINT: pairs with the Release store in `claim`, so `end` is this range's.
-            let start = entry.start.load(Acquire);
-            start != 0 && (start..entry.end.load(Relaxed)).contains(&addr)
-        })
+        GUARDED
+            .iter()
+            .find(|entry| entry.range().is_some_and(|range| range.contains(&addr)))
     }
 }
 
@@ -214,8 +240,9 @@ fn install_handler() -> io::Result<()> {
             let mut action: libc::sigaction = std::mem::zeroed();
             let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut c_void) = on_sigbus;
             action.sa_sigaction = handler as libc::sighandler_t;
-            // ONSTACK: a thread with an alternate signal stack (std gives every thread one)
-            // keeps using it, as the handler we pass faults on to expects.
+            // ONSTACK: a thread with an alternate signal stack (std gives the threads it
+            // starts one, for its stack-overflow handler) keeps using it, as the handler we pass
+            // faults on to expects.
             action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
             libc::sigemptyset(&mut action.sa_mask);
             if libc::sigaction(libc::SIGBUS, &action, ptr::null_mut()) != 0 {
@@ -231,13 +258,18 @@ fn install_handler() -> io::Result<()> {
 /// static array, mmap (a bare system call on Linux), and for foreign faults, sigaction and
 /// raise or the previous handler.
 extern "C" fn on_sigbus(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut c_void) {
-    // SAFETY: the kernel passes a valid siginfo to a SA_SIGINFO handler; for SIGBUS, si_addr is
-    // the faulting address.
-    let addr = unsafe { (*info).si_addr() } as usize;
-    if let Some(entry) = Guarded::holding(addr) {
-        if replace_page(addr) {
-            entry.damaged.store(true, Relaxed);
-            return;
+    // SAFETY: the kernel passes a valid siginfo to a SA_SIGINFO handler. For a fault
+    // (BUS_ADRERR: an address the file no longer backs), si_addr is the faulting address; any
+    // other SIGBUS (sent with kill, a hardware memory error) is not ours to absorb.
+    let fault = unsafe { ((*info).si_code == libc::BUS_ADRERR).then(|| (*info).si_addr()) };
+    if let Some(addr) = fault.map(|addr| addr as usize) {
+        if let Some(entry) = Guarded::holding(addr) {
+            // SYNC POINT: Release, before the zero page exists: whoever reads from that page
+            // and then asks `is_damaged` (Acquire) learns what it read.
+            entry.damaged.store(true, Release);
+            if replace_page(addr) {
+                return;
+            }
         }
     }
     pass_on(signal, info, context);

@@ -75,6 +75,10 @@ pub struct RingInfo {
     pub writer_starts: u64,
 }
 
+/// How long [`RingReader::next_timeout`] sleeps at a time before it asks the file system
+/// whether its file is still the ring.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Reads one ring. Each reader has its own cursor: it returns every frame while it keeps up
 /// and skips to the newest (counting what it skipped) when it falls behind.
 pub struct RingReader {
@@ -155,8 +159,9 @@ impl RingReader {
     }
 
     /// Like [`try_next`](Self::try_next), but waits up to `timeout` for a frame to be published.
-    /// Returns `None` at once when the ring is [retired](Self::is_retired): no frame will come to
-    /// this file any more, the path must be opened again.
+    /// Returns `None` early when the ring is [replaced](Self::is_replaced): no frame will come to
+    /// this file any more, the path must be opened again. A writer that replaces its file wakes
+    /// its readers; a file replaced without a wake-up is noticed within [`RECHECK_EVERY`].
     pub fn next_timeout(
         &mut self,
         out: &mut Vec<u8>,
@@ -178,7 +183,11 @@ impl RingReader {
             if left.is_zero() {
                 return Ok(None);
             }
-            futex::wait(&self.header().futex, seen, left);
+            let slept_since = Instant::now();
+            futex::wait(&self.header().futex, seen, left.min(RECHECK_EVERY));
+            if slept_since.elapsed() >= RECHECK_EVERY && self.is_replaced() {
+                return Ok(None);
+            }
         }
     }
 
@@ -232,8 +241,10 @@ impl RingReader {
     pub fn writer_status_at(&self, now: MonoNanos, silent_limit: Duration) -> WriterStatus {
         let h = self.header();
         let state = h.writer_state.load(Relaxed);
-        if state == STATE_OFFLINE {
-            return WriterStatus::Offline(OfflineReason::Stopped);
+        match state {
+            STATE_OFFLINE => return WriterStatus::Offline(OfflineReason::Stopped),
+            STATE_REPLACED => return WriterStatus::Offline(OfflineReason::Replaced),
+            _ => {}
         }
         let pid = h.writer_pid.load(Relaxed);
         if !process_exists(pid) {
@@ -244,7 +255,6 @@ impl RingReader {
             return WriterStatus::Offline(OfflineReason::Silent { for_: silent_for });
         }
         match state {
-            STATE_REPLACED => WriterStatus::Offline(OfflineReason::Replaced),
             STATE_IDLE => WriterStatus::Idle,
             STATE_SOURCE_DOWN => WriterStatus::Offline(OfflineReason::SourceDown),
             _ => WriterStatus::Online,

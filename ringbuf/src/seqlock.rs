@@ -28,6 +28,9 @@ pub(crate) struct SlotMeta {
     pub(crate) len: AtomicU64,
     pub(crate) capture: AtomicU64,
     pub(crate) frame_no: AtomicU64,
+    /// The rest of the cache line, spelled out: a shared reference to the slot must not cover
+    /// bytes that are not atomics, since another process may write them.
+    _reserved: [AtomicU64; 4],
 }
 
 #[cfg(loom)]
@@ -38,6 +41,7 @@ impl SlotMeta {
             len: AtomicU64::new(0),
             capture: AtomicU64::new(0),
             frame_no: AtomicU64::new(0),
+            _reserved: [(); 4].map(|()| AtomicU64::new(0)),
         }
     }
 }

@@ -7,8 +7,8 @@
 //! watcher acted on, atomically with going to sleep, so a bump that lands at any moment after
 //! the watcher's load either shows in the comparison (the wait returns at once) or wakes the
 //! sleeper. Comparing against a fresh load instead would lose a bump that lands between that
-//! load and the previous check. The loom model (`loom_model`) checks this with the real
-//! [`observe`] and a futex that behaves like the kernel's.
+//! load and the previous check. The loom model (`loom_wakeup`) checks this with the real
+//! [`observe`], the watcher's loop and a futex that behaves like the kernel's.
 
 use crate::sync::{acquire_u32, AtomicU32};
 

@@ -31,7 +31,12 @@ const GROUP_RINGS: usize = WAITV_MAX - 1;
 /// can spin a core.
 const AFTER_FAILED_WAIT: Duration = Duration::from_millis(10);
 
-/// Watches rings for one event loop. Dropping it stops its threads within one tick.
+/// The longest tick a watcher takes: a longer one is shortened to it (a day is as good as never
+/// for an event loop, and deadlines stay far from overflowing).
+const MAX_TICK: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Watches rings for one event loop. Dropping it stops its waiter threads at once; a ring's
+/// own thread (where FUTEX_WAITV does not work) ends within a tick of its socket being dropped.
 pub struct RingWatcher {
     tick: Duration,
     mode: Mode,
@@ -98,6 +103,7 @@ impl RingWatcher {
     /// Finds out whether FUTEX_WAITV works here. Every watched socket also becomes readable at
     /// least every `tick`, so the event loop can notice an offline writer.
     pub fn start(tick: Duration) -> Result<RingWatcher, Error> {
+        let tick = tick.min(MAX_TICK);
         let mode = if futex::waitv_works() {
             Mode::Grouped(Mutex::new(Vec::new()))
         } else {

@@ -28,7 +28,8 @@ const RING_MODE: u32 = 0o640;
 const CREATE_ATTEMPTS: usize = 5;
 
 /// How often a writer checks that its file is still sound: at its path, whole, its header as
-/// written. Between checks a shrunken file is still noticed at once (see `Mapping::is_damaged`).
+/// written. Between checks, a file cut short is noticed as soon as the writer touches a page it
+/// lost (see `Mapping::is_damaged`).
 const CHECK_FILE_EVERY: Duration = Duration::from_secs(1);
 
 /// The picture a ring carries, for viewers and `/api/cameras`. May change while the ring lives.
@@ -66,9 +67,11 @@ impl WriterState {
 /// dropping it marks the ring offline and releases the lock.
 ///
 /// The file is the writer's to keep sound: if another process truncates, removes or scribbles
-/// on it, the writer notices (at once for a truncate, within [`CHECK_FILE_EVERY`] otherwise),
-/// puts a new file at the path that continues the numbering, and carries on. Readers of the old
-/// file are told to open the path again.
+/// on it, the writer notices (when it touches a lost page, and within [`CHECK_FILE_EVERY`] in any
+/// case), puts a new file at the path that continues the numbering, and carries on. Readers of
+/// the old file are told to open the path again. It never takes the path from another live
+/// writer: if one holds the file now at the path, this writer has lost its ring, and says so
+/// with [`Error::WriterBusy`].
 pub struct RingWriter {
     ring: MappedRing,
     /// Held for the writer's lifetime: the flock is what makes this process the only writer.
@@ -80,6 +83,9 @@ pub struct RingWriter {
     state: WriterState,
     format: VideoFormat,
     checked_at: MonoNanos,
+    /// Set once another live writer holds the path: the pid recorded in its ring, if any.
+    /// Nothing this writer publishes reaches a reader after that.
+    lost_to: Option<Option<u32>>,
 }
 
 impl RingWriter {
@@ -106,8 +112,11 @@ impl RingWriter {
                         layout,
                         head: FrameNo::NONE,
                     };
-                    prepare(&path, &fresh)?
+                    remove_stale_temp_files(&path);
+                    let prepared = prepare(&path, &fresh)?;
+                    prepared
                         .link_if_absent(&path)?
+                        .then(|| prepared.into_ring())
                         .map(|(ring, lock)| RingWriter::start(ring, lock, &path, camera))
                 }
                 Err(e) => return Err(e),
@@ -133,6 +142,7 @@ impl RingWriter {
             state: WriterState::Streaming,
             format: VideoFormat::default(),
             checked_at: SystemClock.mono(),
+            lost_to: None,
         };
         writer.announce();
         writer
@@ -247,6 +257,12 @@ impl RingWriter {
     /// Replaces the file if it shrank (known at once) or, once per [`CHECK_FILE_EVERY`], if it is
     /// no longer at its path, whole and as written.
     fn keep_file_sound(&mut self) -> Result<(), Error> {
+        if let Some(pid) = self.lost_to {
+            return Err(Error::WriterBusy {
+                path: self.path.clone(),
+                pid,
+            });
+        }
         if self.ring.is_damaged() {
             return self.replace_file();
         }
@@ -255,11 +271,17 @@ impl RingWriter {
             return Ok(());
         }
         self.checked_at = now;
-        if self.file_is_sound() {
-            Ok(())
-        } else {
-            self.replace_file()
+        if !self.file_is_sound() {
+            return self.replace_file();
         }
+        // A state scribbled over (say, "replaced") would send readers away for good while the
+        // camera idles and nothing else rewrites it.
+        let header = self.ring.header();
+        if header.writer_state.load(Relaxed) != self.state.raw() {
+            header.writer_state.store(self.state.raw(), Relaxed);
+            wake_readers(header);
+        }
+        Ok(())
     }
 
     fn file_is_sound(&self) -> bool {
@@ -288,13 +310,52 @@ impl RingWriter {
             layout: *self.ring.layout(),
             head: self.head,
         };
-        let (ring, lock) = prepare(&self.path, &fresh)?.replace(&self.path)?;
-        retire(self.ring.header());
+        let prepared = prepare(&self.path, &fresh)?;
+        self.put_in_place(&prepared)?;
+        let (ring, lock) = prepared.into_ring();
+        retire_file(&self.lock, &self.path);
         self.ring = ring;
         self.lock = lock;
         self.checked_at = SystemClock.mono();
         self.announce();
         Ok(())
+    }
+
+    /// Puts `prepared` at the path in place of our own damaged file, of a file no writer holds,
+    /// or of nothing; never in place of another live writer's ring.
+    fn put_in_place(&mut self, prepared: &Prepared) -> Result<(), Error> {
+        for _ in 0..CREATE_ATTEMPTS {
+            let there = match open_regular(&self.path, Access::ReadWrite) {
+                Ok(file) => file,
+                Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    if prepared.link_if_absent(&self.path)? {
+                        return Ok(());
+                    }
+                    // Someone created it just now: look at what it is.
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if same_file(&there, &self.lock) {
+                return prepared.rename_to(&self.path);
+            }
+            match Flock::lock(there, FlockArg::LockExclusiveNonblock) {
+                // Held while the new file takes its place, so no writer can take it meanwhile.
+                Ok(_stale) => return prepared.rename_to(&self.path),
+                Err((there, nix::errno::Errno::EWOULDBLOCK)) => {
+                    let pid = pid_in(&there, &self.path);
+                    self.lost_to = Some(pid);
+                    return Err(Error::WriterBusy {
+                        path: self.path.clone(),
+                        pid,
+                    });
+                }
+                Err((_, errno)) => return Err(Error::io(&self.path)(errno.into())),
+            }
+        }
+        Err(Error::io(&self.path)(io::Error::other(
+            "the ring file kept being replaced while putting a new one in place",
+        )))
     }
 }
 
@@ -324,6 +385,22 @@ fn wake_readers(header: &RingHeader) {
 fn retire(header: &RingHeader) {
     header.writer_state.store(STATE_REPLACED, Relaxed);
     wake_readers(header);
+}
+
+/// [`retire`] for a file that may have been cut short: its header is mapped afresh (the writer's
+/// own mapping of it may hold a zero page now, which no reader sees), and a file shorter than
+/// its header page gets the page back, so that the word its readers sleep on exists again. The
+/// file is no longer at its path, so nothing else is affected.
+fn retire_file(file: &File, path: &Path) {
+    if file
+        .metadata()
+        .is_ok_and(|meta| meta.len() < HEADER_SIZE as u64)
+    {
+        let _ = file.set_len(HEADER_SIZE as u64);
+    }
+    if let Ok(page) = map_header(file, MapAccess::Write, path) {
+        retire(header_of(&page));
+    }
 }
 
 /// Locks an existing file and, if it is still the one at `path`, takes it over.
@@ -380,7 +457,10 @@ fn take_over(
         layout,
         head,
     };
-    let (ring, new_lock) = prepare(path, &fresh)?.replace(path)?;
+    // We hold the lock of the file at the path: nobody else can be putting one there.
+    let prepared = prepare(path, &fresh)?;
+    prepared.rename_to(path)?;
+    let (ring, new_lock) = prepared.into_ring();
     if let Some(header) = old_header {
         retire(header);
     }
@@ -398,72 +478,104 @@ struct NewRing<'a> {
 
 /// A complete ring in a locked temporary file beside its path, not yet visible to readers.
 struct Prepared {
-    tmp: PathBuf,
+    tmp: TempName,
     ring: MappedRing,
     lock: Flock<File>,
 }
 
-/// Builds a complete ring in a temporary file, space reserved and header written, so that it can
+/// The name of a temporary file, removed when dropped: after the file was renamed into place
+/// there is nothing to remove, after a link or a failure the name must go.
+struct TempName(PathBuf);
+
+impl Drop for TempName {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
+}
+
+/// Builds a complete ring in a temporary file, locked from the start (so that a leftover of a
+/// crash can be told from one being filled), space reserved and header written, so that it can
 /// be put at its path in one step and no reader ever sees a half-written header.
 fn prepare(path: &Path, new: &NewRing<'_>) -> Result<Prepared, Error> {
-    let tmp = temp_path(path);
+    let tmp = TempName(temp_path(path));
     let file = File::options()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(RING_MODE)
-        .open(&tmp)
-        .map_err(Error::io(&tmp))?;
-    let filled = fill(file, &tmp, new);
-    if filled.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    let (ring, lock) = filled?;
-    Ok(Prepared { tmp, ring, lock })
-}
-
-fn fill(file: File, tmp: &Path, new: &NewRing<'_>) -> Result<(MappedRing, Flock<File>), Error> {
-    // The umask may have narrowed the mode given at open.
-    file.set_permissions(fs::Permissions::from_mode(RING_MODE))
-        .map_err(Error::io(tmp))?;
-    reserve_space(&file, new.layout.file_size as u64, tmp)?;
+        .open(&tmp.0)
+        .map_err(Error::io(&tmp.0))?;
     let lock = Flock::lock(file, FlockArg::LockExclusiveNonblock)
-        .map_err(|(_, errno)| Error::io(tmp)(errno.into()))?;
-    let ring = MappedRing::map(&lock, new.layout, MapAccess::Write, tmp)?;
+        .map_err(|(_, errno)| Error::io(&tmp.0)(errno.into()))?;
+    // The umask may have narrowed the mode given at open.
+    lock.set_permissions(fs::Permissions::from_mode(RING_MODE))
+        .map_err(Error::io(&tmp.0))?;
+    reserve_space(&lock, new.layout.file_size as u64, &tmp.0)?;
+    let ring = MappedRing::map(&lock, new.layout, MapAccess::Write, &tmp.0)?;
     init_header(ring.header(), new);
-    Ok((ring, lock))
+    Ok(Prepared { tmp, ring, lock })
 }
 
 impl Prepared {
     /// Puts the ring at `path`, in place of whatever is there.
-    fn replace(self, path: &Path) -> Result<(MappedRing, Flock<File>), Error> {
-        let renamed = fs::rename(&self.tmp, path);
-        if renamed.is_err() {
-            let _ = fs::remove_file(&self.tmp);
-        }
-        renamed.map_err(Error::io(path))?;
-        Ok((self.ring, self.lock))
+    fn rename_to(&self, path: &Path) -> Result<(), Error> {
+        fs::rename(&self.tmp.0, path).map_err(Error::io(path))
     }
 
-    /// Puts the ring at `path` unless something is there already (`Ok(None)`: another writer
+    /// Puts the ring at `path` unless something is there already (`Ok(false)`: another writer
     /// created it first).
-    fn link_if_absent(self, path: &Path) -> Result<Option<(MappedRing, Flock<File>)>, Error> {
-        let linked = fs::hard_link(&self.tmp, path);
-        let _ = fs::remove_file(&self.tmp);
-        match linked {
-            Ok(()) => Ok(Some((self.ring, self.lock))),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+    fn link_if_absent(&self, path: &Path) -> Result<bool, Error> {
+        match fs::hard_link(&self.tmp.0, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(Error::io(path)(e)),
         }
     }
+
+    fn into_ring(self) -> (MappedRing, Flock<File>) {
+        (self.ring, self.lock)
+    }
 }
 
+/// A name no other attempt uses, even one of a process with the same pid: a leftover of a crash
+/// must not block a later writer.
 fn temp_path(path: &Path) -> PathBuf {
+    static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+    let attempt = ATTEMPTS.fetch_add(1, Relaxed);
+    let now = SystemClock.wall().0;
+    path.with_file_name(format!(
+        ".{name}.{}.{now:x}.{attempt}.tmp",
+        std::process::id()
+    ))
+}
+
+/// Removes the temporary files of `path`'s ring that a crashed writer left behind (16 MiB each on
+/// a tmpfs): those nobody holds locked. One being filled right now is locked by its maker.
+fn remove_stale_temp_files(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        let file_name = file_name.to_string_lossy();
+        if !(file_name.starts_with(&prefix) && file_name.ends_with(".tmp")) {
+            continue;
+        }
+        let Ok(file) = open_regular(&entry.path(), Access::ReadWrite) else {
+            continue;
+        };
+        if let Ok(_unused) = Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn init_header(header: &RingHeader, new: &NewRing<'_>) {
@@ -487,8 +599,15 @@ fn init_header(header: &RingHeader, new: &NewRing<'_>) {
 
 /// Whether `file` is still the file named `path` (not unlinked or replaced since we opened it).
 fn still_at(file: &File, path: &Path) -> bool {
-    match (file.metadata(), fs::metadata(path)) {
+    match (file.metadata(), fs::symlink_metadata(path)) {
         (Ok(ours), Ok(named)) => ours.dev() == named.dev() && ours.ino() == named.ino(),
+        _ => false,
+    }
+}
+
+fn same_file(a: &File, b: &File) -> bool {
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
 }

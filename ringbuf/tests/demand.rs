@@ -66,11 +66,39 @@ fn cells_run_out_with_a_clear_error() {
 }
 
 #[test]
-fn a_foreign_file_is_refused() {
+fn something_else_under_a_demand_file_name_is_replaced_by_a_demand_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cam1.demand"), vec![9u8; 4096]).unwrap();
-    assert!(matches!(
-        DemandFile::open(dir.path(), &CameraId::new("cam1").unwrap()),
-        Err(ringbuf::Error::BadMagic { .. })
-    ));
+    let path = dir.path().join("cam1.demand");
+    std::fs::write(&path, vec![9u8; 4096]).unwrap();
+    let demand = open(dir.path());
+    let cell = demand.claim_cell().unwrap();
+    cell.set_viewers(2);
+    assert_eq!(open(dir.path()).viewers(DEFAULT_CELL_EXPIRY), 2);
+    assert_eq!(&std::fs::read(&path).unwrap()[..8], b"RCDEMAND");
+}
+
+#[test]
+fn a_worker_that_lost_its_cell_takes_another_instead_of_overwriting_it() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = open(dir.path());
+    let stalled = open(dir.path()).claim_cell().unwrap();
+    stalled.set_viewers(5);
+    // While this worker stalled, its cell expired and another worker (pid 1 stands in for it)
+    // took it over: cell 0 is pid, viewers and heartbeat at 32, 36 and 40.
+    let mut taken = Vec::new();
+    taken.extend_from_slice(&1u32.to_le_bytes());
+    taken.extend_from_slice(&2u32.to_le_bytes());
+    taken.extend_from_slice(&SystemClock.mono().0.to_le_bytes());
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(capture.path())
+        .unwrap();
+    file.write_all_at(&taken, 32).unwrap();
+    assert_eq!(capture.viewers(DEFAULT_CELL_EXPIRY), 2);
+    // The stalled worker comes back: its count goes to a cell of its own.
+    stalled.set_viewers(6);
+    assert_eq!(capture.viewers(DEFAULT_CELL_EXPIRY), 8);
+    stalled.heartbeat();
+    assert_eq!(capture.viewers(DEFAULT_CELL_EXPIRY), 8);
 }

@@ -468,12 +468,18 @@ async fn follow(
         if reader.is_retired() || housekeeping.due() {
             if reader.is_replaced() {
                 match reopen(&hub.watcher, &camera, &reader) {
-                    Some((new_reader, new_signal)) => {
+                    Reopened::Following(new_reader, new_signal) => {
                         reader = new_reader;
                         signal = new_signal;
-                        continue;
+                        // Its newest frame at once; then the loop waits as always, so that a
+                        // file retired as soon as it is opened cannot spin this worker.
+                        drain_ring(&camera, &mut reader, &mut spare);
                     }
-                    None => break,
+                    Reopened::Removed => break,
+                    // Cut short, or scribbled: its writer puts a sound file back. Until then
+                    // the old reader says the camera is offline, and every wake-up (at least
+                    // one a tick) tries again.
+                    Reopened::NotYet => {}
                 }
             }
             housekeeping.run(&camera, &reader, offline_after);
@@ -491,15 +497,36 @@ async fn follow(
     tracing::info!(camera = %camera.id, "ring removed");
 }
 
-fn reopen(
-    watcher: &RingWatcher,
-    camera: &Camera,
-    old: &RingReader,
-) -> Option<(RingReader, monoio::net::UnixStream)> {
-    let reader = RingReader::open(old.path()).ok()?;
-    let signal = watch(watcher, &reader).ok()?;
-    tracing::info!(camera = %camera.id, "ring replaced, following the new file");
-    Some((reader, signal))
+/// What became of a ring whose file was replaced.
+enum Reopened {
+    Following(RingReader, monoio::net::UnixStream),
+    /// No file at the path any more: the camera is gone.
+    Removed,
+    /// A file that does not open as a ring (yet).
+    NotYet,
+}
+
+fn reopen(watcher: &RingWatcher, camera: &Camera, old: &RingReader) -> Reopened {
+    let reader = match RingReader::open(old.path()) {
+        Ok(reader) => reader,
+        Err(ringbuf::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            return Reopened::Removed
+        }
+        Err(e) => {
+            tracing::debug!(camera = %camera.id, "ring not back yet: {e}");
+            return Reopened::NotYet;
+        }
+    };
+    match watch(watcher, &reader) {
+        Ok(signal) => {
+            tracing::info!(camera = %camera.id, "ring replaced, following the new file");
+            Reopened::Following(reader, signal)
+        }
+        Err(e) => {
+            tracing::warn!(camera = %camera.id, "cannot follow the new ring file: {e}");
+            Reopened::NotYet
+        }
+    }
 }
 
 /// Copies out what the ring has, newest only: a reader of this process that fell behind skips.

@@ -67,7 +67,7 @@ fn tampering_with_live_ring_and_demand_files_kills_no_process_and_drops_no_viewe
     let ring = ring_path(dir.path(), "cam1");
     let demand = dir.path().join("cam1.demand");
     let ring_len = std::fs::metadata(&ring).unwrap().len();
-    let steps: [(&str, Tamper); 6] = [
+    let steps: [(&str, Tamper); 7] = [
         ("ring cut to nothing", |ring, _, _| truncate(ring, 0)),
         ("ring cut into its slots", |ring, _, len| {
             truncate(ring, len / 3)
@@ -75,6 +75,12 @@ fn tampering_with_live_ring_and_demand_files_kills_no_process_and_drops_no_viewe
         ("ring grown", |ring, _, len| truncate(ring, len * 2)),
         ("ring header scribbled", |ring, _, _| {
             scribble(ring, 0, 4096)
+        }),
+        // The writer state (at 84) says "moved to a new file": followed naively, every worker
+        // would reopen the same file over and over.
+        ("ring said to be replaced", |ring, _, _| {
+            let file = OpenOptions::new().write(true).open(ring).unwrap();
+            file.write_all_at(&4u32.to_le_bytes(), 84).unwrap();
         }),
         ("demand file cut", |_, demand, _| truncate(demand, 0)),
         ("demand cells scribbled", |_, demand, _| {
@@ -89,6 +95,7 @@ fn tampering_with_live_ring_and_demand_files_kills_no_process_and_drops_no_viewe
             "capture died after: {what}"
         );
         assert_eq!(worker_pids(&server), workers, "a worker died after: {what}");
+        assert_eq!(server.get("/healthz").status, 200, "after: {what}");
     }
     // The server still counts its viewers where an on-demand capture looks.
     wait_for("the viewers counted again", || {
