@@ -30,6 +30,9 @@ pub struct Request {
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
     pub authorization: Option<String>,
+    pub if_none_match: Option<String>,
+    /// What the browser will use the response for (`image` for an `<img>`).
+    pub fetch_dest: Option<String>,
 }
 
 impl Request {
@@ -135,6 +138,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             "sec-websocket-key" => &mut request.ws_key,
             "sec-websocket-version" => &mut request.ws_version,
             "authorization" => &mut request.authorization,
+            "if-none-match" => &mut request.if_none_match,
+            "sec-fetch-dest" => &mut request.fetch_dest,
             _ => continue,
         };
         *slot = Some(value()?);
@@ -147,6 +152,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
 pub enum Status {
     Ok,
     SwitchingProtocols,
+    NotModified,
     BadRequest,
     Unauthorized,
     NotFound,
@@ -164,6 +170,7 @@ impl Status {
         match self {
             Status::Ok => "200 OK",
             Status::SwitchingProtocols => "101 Switching Protocols",
+            Status::NotModified => "304 Not Modified",
             Status::BadRequest => "400 Bad Request",
             Status::Unauthorized => "401 Unauthorized",
             Status::NotFound => "404 Not Found",
@@ -186,6 +193,30 @@ pub fn response(status: Status, content_type: &str, extra_headers: &str, body: &
         body.len()
     )
     .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// A file the client may keep and revalidate (`Cache-Control: no-cache` with an `ETag`): 304
+/// without a body when `if_none_match` names this very content.
+pub fn revalidated_response(
+    content_type: &str,
+    etag: &str,
+    if_none_match: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
+    let fresh = if_none_match.is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
+    let head = |status: Status, length: &str| {
+        format!(
+            "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\n{length}Cache-Control: no-cache\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+            status.line()
+        )
+        .into_bytes()
+    };
+    if fresh {
+        return head(Status::NotModified, "");
+    }
+    let mut out = head(Status::Ok, &format!("Content-Length: {}\r\n", body.len()));
     out.extend_from_slice(body);
     out
 }

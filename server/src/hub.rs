@@ -26,6 +26,14 @@ const RING_TICK: Duration = Duration::from_millis(500);
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 /// Multipart boundary of `/stream/{cam}.mjpg`.
 pub const MJPEG_BOUNDARY: &str = "ringcast-frame";
+/// What ends every part of `/stream/{cam}.mjpg`: the delimiter line that also opens the next.
+/// Ending a part with it, rather than starting the next, tells a client the part is whole as
+/// soon as it arrives, not when the next frame does (other MJPEG streamers do the same).
+pub const MJPEG_PART_END: &[u8] = b"\r\n--ringcast-frame\r\n";
+/// [`MJPEG_PART_END`] and the next part's headers, sent in advance (see
+/// `viewer::PartHeads::InAdvance`).
+pub const MJPEG_PART_END_AND_HEAD: &[u8] =
+    b"\r\n--ringcast-frame\r\nContent-Type: image/jpeg\r\n\r\n";
 
 /// One frame as every viewer of this process sends it.
 pub struct Frame {
@@ -35,14 +43,14 @@ pub struct Frame {
     pub capture: WallNanos,
     pub jpeg: Vec<u8>,
     pub ws_header: WsHeader,
-    /// `\r\n--boundary\r\n` and the part headers; the CRLF closes the previous part.
+    /// The part headers; the delimiter before them ended the previous part (or the head).
     pub part_header: Vec<u8>,
 }
 
 impl Frame {
     fn new(seq: u64, frame_no: FrameNo, capture: WallNanos, jpeg: Vec<u8>) -> Frame {
         let part_header = format!(
-            "\r\n--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+            "Content-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             jpeg.len()
         )
         .into_bytes();
@@ -462,7 +470,13 @@ async fn follow(
     let mut spare = Vec::new();
     let mut housekeeping = HouseKeeping::new(&reader);
     loop {
-        drain_ring(&camera, &mut reader, &mut spare);
+        let taken = drain_ring(&camera, &mut reader, &mut spare);
+        if taken == 0 || camera.state() != CameraState::Online {
+            // Woken without a frame, the writer may have stopped, idled or lost its source;
+            // with frames from a camera not known online, it is back. Viewers learn either now
+            // rather than at the next housekeeping.
+            note_state(&camera, &reader, SystemClock.mono(), offline_after);
+        }
         // A retired ring (replaced by its writer, or cut short) is reopened at once; the file
         // system is asked about the others once a second.
         if reader.is_retired() || housekeeping.due() {
@@ -531,14 +545,17 @@ fn reopen(watcher: &RingWatcher, camera: &Camera, old: &RingReader) -> Reopened 
 
 /// Copies out what the ring has, newest only: a reader of this process that fell behind skips.
 /// `spare` is the buffer the next frame is copied into; it becomes that frame's own storage.
-fn drain_ring(camera: &Camera, reader: &mut RingReader, spare: &mut Vec<u8>) {
+/// Returns how many frames it took.
+fn drain_ring(camera: &Camera, reader: &mut RingReader, spare: &mut Vec<u8>) -> usize {
     let before = reader.stats();
     if reader.head().0 > camera.latest().map_or(0, |f| f.frame_no.0) + 1 {
         reader.skip_to_newest();
     }
+    let mut taken = 0;
     loop {
         match reader.try_next(spare) {
             Ok(Some(meta)) => {
+                taken += 1;
                 let room = spare.len() + spare.len() / 4;
                 let jpeg = std::mem::replace(spare, Vec::with_capacity(room));
                 let frame = Frame::new(camera.next_seq(), meta.frame_no, meta.capture, jpeg);
@@ -563,6 +580,22 @@ fn drain_ring(camera: &Camera, reader: &mut RingReader, spare: &mut Vec<u8>) {
         &camera.counters.ring_torn,
         after.torn.saturating_sub(before.torn),
     );
+    taken
+}
+
+/// The camera's state as its writer says it, as of `now`.
+fn note_state(
+    camera: &Camera,
+    reader: &RingReader,
+    now: MonoNanos,
+    offline_after: Duration,
+) -> CameraState {
+    let state = CameraState::from_writer(reader.writer_status_at(now, offline_after));
+    if state != camera.state() {
+        tracing::info!(camera = %camera.id, "camera is {}", state.as_str());
+        camera.state.set(state);
+    }
+    state
 }
 
 /// Once a second: writer state, measured fps, picture size, demand heartbeat.
@@ -588,11 +621,7 @@ impl HouseKeeping {
     fn run(&mut self, camera: &Camera, reader: &RingReader, offline_after: Duration) {
         let now = SystemClock.mono();
         let info = reader.info();
-        let state = CameraState::from_writer(reader.writer_status_at(now, offline_after));
-        if state != camera.state() {
-            tracing::info!(camera = %camera.id, "camera is {}", state.as_str());
-            camera.state.set(state);
-        }
+        let state = note_state(camera, reader, now, offline_after);
         let elapsed = now.since(self.last).as_secs_f64();
         let published = info.frames_published.saturating_sub(self.last_published);
         if self.last.0 != 0 && elapsed > 0.0 {

@@ -3,7 +3,8 @@
 //!
 //! A worker ([`worker`]) is a complete server on one monoio thread: it follows each ring once
 //! ([`hub`]), shares every frame with all of its viewers ([`viewer`]), takes frames from remote
-//! cameras ([`ingest`]) and answers the small routes ([`routes`]). [`supervisor`] runs N of them.
+//! cameras ([`ingest`]) and answers the small routes ([`routes`]) and the web viewer ([`web`]).
+//! [`supervisor`] runs N of them.
 
 pub mod cli;
 pub mod error;
@@ -11,10 +12,10 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod metrics;
-pub mod page;
 pub mod routes;
 pub mod supervisor;
 pub mod viewer;
+pub mod web;
 pub mod websocket;
 pub mod worker;
 

@@ -8,14 +8,15 @@ use ringbuf::CameraId;
 
 use crate::http::{self, error_response, response, HeadError, Request, Status};
 use crate::hub::{bump, MJPEG_BOUNDARY};
-use crate::viewer::{self, Protocol, StreamSettings};
+use crate::viewer::{self, PartHeads, Protocol, StreamSettings};
 use crate::worker::{StreamingGuard, Worker};
-use crate::{ingest, metrics, page, websocket};
+use crate::{ingest, metrics, web, websocket};
 
 /// What a request path names.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route<'a> {
     Index,
+    Asset(&'a str),
     Cameras,
     CamerasList,
     Healthz,
@@ -45,6 +46,9 @@ pub fn route(path: &str) -> Route<'_> {
         with_prefix("/ws/", "").or_else(|| with_prefix("/websocket_handler_site/", ""))
     {
         return Route::WebSocket(cam);
+    }
+    if let Some(file) = with_prefix("/assets/", "") {
+        return Route::Asset(file);
     }
     if let Some(cam) = with_prefix("/stream/", ".mjpg") {
         return Route::Mjpeg(cam);
@@ -134,7 +138,7 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
         .await;
     }
     let needed = match route {
-        Route::Healthz => None,
+        Route::Healthz | Route::Asset(_) => None,
         Route::Ingest(_) => worker.config.ingest_token.as_deref(),
         _ => worker.config.token.as_deref(),
     };
@@ -147,16 +151,25 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
         )
         .await;
     }
-    if matches!(route, Route::Index | Route::Cameras | Route::CamerasList) {
+    if matches!(route, Route::Cameras | Route::CamerasList) {
         // Listings are fresh on every worker, not as of its last periodic scan.
         worker.hub.rescan();
     }
     match route {
         Route::Healthz => reply(stream, "text/plain", b"ok\n").await,
-        Route::Index => {
-            let body = page::index(&worker.hub.cameras(), worker.config.token.as_deref());
-            reply(stream, "text/html; charset=utf-8", body.as_bytes()).await
-        }
+        Route::Index => serve_file(stream, &request, &web::INDEX).await,
+        Route::Asset(file) => match web::asset(file) {
+            Some(asset) => serve_file(stream, &request, asset).await,
+            None => {
+                refuse(
+                    &worker,
+                    stream,
+                    Status::NotFound,
+                    &format!("no asset {file:?}"),
+                )
+                .await
+            }
+        },
         Route::Cameras => {
             let body = metrics::cameras_json(&worker.hub.cameras());
             reply(stream, "application/json", body.as_bytes()).await
@@ -171,13 +184,23 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
         }
         Route::Snapshot(cam) => snapshot(worker, stream, cam).await,
         Route::WebSocket(cam) => websocket_viewer(worker, stream, request, already, cam).await,
-        Route::Mjpeg(cam) => mjpeg_viewer(worker, stream, already, cam).await,
+        Route::Mjpeg(cam) => mjpeg_viewer(worker, stream, &request, already, cam).await,
         Route::Ingest(cam) => match CameraId::new(cam) {
             Ok(id) => ingest::serve(worker, stream, request, already, id).await,
             Err(e) => refuse(&worker, stream, Status::BadRequest, &e.to_string()).await,
         },
         Route::NotFound => {}
     }
+}
+
+async fn serve_file(mut stream: TcpStream, request: &Request, file: &web::Asset) {
+    let answer = http::revalidated_response(
+        file.content_type,
+        &file.etag(),
+        request.if_none_match.as_deref(),
+        file.body,
+    );
+    let _ = http::send_and_close(&mut stream, answer).await;
 }
 
 async fn unknown_camera(worker: &Worker, stream: TcpStream, cam: &str) {
@@ -299,18 +322,33 @@ async fn websocket_viewer(
     .await;
 }
 
-async fn mjpeg_viewer(worker: Rc<Worker>, stream: TcpStream, already: Vec<u8>, cam: &str) {
+async fn mjpeg_viewer(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    request: &Request,
+    already: Vec<u8>,
+    cam: &str,
+) {
     let Some(camera) = worker.hub.camera(cam) else {
         return unknown_camera(&worker, stream, cam).await;
     };
     let Some((_guard, mut stream)) = admit_viewer(&worker, stream).await else {
         return;
     };
-    let head = format!(
+    // A browser's <img> gets each part's headers in advance; everything else gets them with
+    // Content-Length (see `PartHeads`).
+    let heads = if request.fetch_dest.as_deref() == Some("image") {
+        PartHeads::InAdvance
+    } else {
+        PartHeads::WithLength
+    };
+    let mut head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}\r\nCache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
-    );
+    )
+    .into_bytes();
+    head.extend_from_slice(heads.stream_start());
     let stall_timeout = worker.config.stall_timeout;
-    if http::write_within(&mut stream, head.into_bytes(), stall_timeout)
+    if http::write_within(&mut stream, head, stall_timeout)
         .await
         .is_err()
     {
@@ -321,7 +359,7 @@ async fn mjpeg_viewer(worker: Rc<Worker>, stream: TcpStream, already: Vec<u8>, c
         stream,
         Vec::new(),
         camera,
-        settings(&worker, Protocol::Mjpeg),
+        settings(&worker, Protocol::Mjpeg(heads)),
     )
     .await;
 }

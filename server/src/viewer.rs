@@ -18,7 +18,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use monoio::time::Sleep;
 
-use crate::hub::{bump, Camera, Follower, Frame};
+use crate::hub::{bump, Camera, Follower, Frame, MJPEG_PART_END, MJPEG_PART_END_AND_HEAD};
 use crate::websocket::{self, close, Incoming, WsReader};
 
 /// The largest message a viewer may send (viewers only answer pings and say goodbye).
@@ -33,7 +33,30 @@ const FINISH_GRACE: Duration = Duration::from_secs(10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     WebSocket,
-    Mjpeg,
+    Mjpeg(PartHeads),
+}
+
+/// Where an MJPEG stream puts each part's headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartHeads {
+    /// Just before the part, with its Content-Length: what players and tools (ffmpeg, VLC,
+    /// scripts) read best.
+    WithLength,
+    /// Right after the previous part, so without Content-Length: Chromium shows a part only
+    /// once the next part's headers arrive (crbug.com/527446), so a browser's `<img>` would
+    /// otherwise always show the frame before the newest, a whole second late on a 1 fps camera.
+    InAdvance,
+}
+
+impl PartHeads {
+    /// What follows the response head: the first delimiter, and the first part's headers if
+    /// they go in advance.
+    pub fn stream_start(self) -> &'static [u8] {
+        match self {
+            PartHeads::WithLength => &MJPEG_PART_END[2..],
+            PartHeads::InAdvance => &MJPEG_PART_END_AND_HEAD[2..],
+        }
+    }
 }
 
 /// What the reading task tells the sending task.
@@ -120,7 +143,7 @@ pub async fn stream_to_viewer(
         Protocol::WebSocket => {
             monoio::spawn(read_websocket(read_half, already, Rc::clone(&control)));
         }
-        Protocol::Mjpeg => {
+        Protocol::Mjpeg(_) => {
             monoio::spawn(read_until_closed(read_half, Rc::clone(&control)));
         }
     }
@@ -216,7 +239,7 @@ fn next_event(
 async fn send_frame_watched<W: AsyncWriteRent>(
     out: &mut W,
     frame: Rc<Frame>,
-    iov: &mut Option<Box<[libc::iovec; 2]>>,
+    iov: &mut Option<FrameIovecs>,
     settings: StreamSettings,
     stall: Pin<&mut Sleep>,
     camera: &Camera,
@@ -258,36 +281,38 @@ async fn watched<T>(
     }
 }
 
-/// The header and JPEG of a shared frame as one vectored write. The iovecs live in a box that
-/// the viewer reuses for every frame, so a write allocates nothing.
+/// The iovecs of one frame's write: header, JPEG, trailer.
+type FrameIovecs = Box<[libc::iovec; 3]>;
+
+/// The header, JPEG and trailer of a shared frame as one vectored write. The iovecs live in a
+/// box that the viewer reuses for every frame, so a write allocates nothing.
 struct FrameIo {
     _frame: Rc<Frame>,
-    iov: Box<[libc::iovec; 2]>,
+    iov: FrameIovecs,
     first: usize,
 }
 
 impl FrameIo {
-    fn new_iovecs() -> Box<[libc::iovec; 2]> {
+    fn new_iovecs() -> FrameIovecs {
         let empty = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
-        Box::new([empty; 2])
+        Box::new([empty; 3])
     }
 
-    fn new(frame: Rc<Frame>, mut iov: Box<[libc::iovec; 2]>, protocol: Protocol) -> FrameIo {
-        let header: &[u8] = match protocol {
-            Protocol::WebSocket => frame.ws_header.as_bytes(),
-            Protocol::Mjpeg => &frame.part_header,
+    fn new(frame: Rc<Frame>, mut iov: FrameIovecs, protocol: Protocol) -> FrameIo {
+        let (header, trailer): (&[u8], &'static [u8]) = match protocol {
+            Protocol::WebSocket => (frame.ws_header.as_bytes(), b""),
+            Protocol::Mjpeg(PartHeads::WithLength) => (&frame.part_header, MJPEG_PART_END),
+            Protocol::Mjpeg(PartHeads::InAdvance) => (b"", MJPEG_PART_END_AND_HEAD),
         };
-        iov[0] = libc::iovec {
-            iov_base: header.as_ptr() as *mut libc::c_void,
-            iov_len: header.len(),
-        };
-        iov[1] = libc::iovec {
-            iov_base: frame.jpeg.as_ptr() as *mut libc::c_void,
-            iov_len: frame.jpeg.len(),
-        };
+        for (slot, bytes) in iov.iter_mut().zip([header, &frame.jpeg, trailer]) {
+            *slot = libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            };
+        }
         FrameIo {
             _frame: frame,
             iov,
@@ -317,7 +342,7 @@ impl FrameIo {
 }
 
 // SAFETY: the iovecs point into `_frame`'s header and JPEG, which the Rc keeps alive and never
-// mutates while it is shared; the iovec array is boxed, so the pointer returned stays the same
+// mutates while it is shared, and into a static trailer; the iovec array is boxed, so the pointer returned stays the same
 // when the FrameIo moves into and out of the runtime, and `first` only changes between writes.
 unsafe impl IoVecBuf for FrameIo {
     fn read_iovec_ptr(&self) -> *const libc::iovec {
@@ -332,7 +357,7 @@ unsafe impl IoVecBuf for FrameIo {
 async fn write_frame<W: AsyncWriteRent>(
     out: &mut W,
     frame: Rc<Frame>,
-    iov: &mut Option<Box<[libc::iovec; 2]>>,
+    iov: &mut Option<FrameIovecs>,
     protocol: Protocol,
 ) -> io::Result<usize> {
     let boxed = iov.take().unwrap_or_else(FrameIo::new_iovecs);

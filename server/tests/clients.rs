@@ -142,7 +142,4 @@ fn capture_and_two_workers_serve_every_kind_of_client() {
         .output()
         .expect("run ffprobe");
     assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "640,360");
-
-    let page = String::from_utf8(server.get("/").body).expect("html");
-    assert!(page.contains("<img src=\"/stream/cam1.mjpg\""), "{page}");
 }

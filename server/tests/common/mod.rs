@@ -13,6 +13,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringbuf::frame::{insert_timing, read_timing, FrameTiming};
+
+pub mod browser;
 use ringbuf::{CameraId, Clock, RingGeometry, RingWriter, SystemClock, VideoFormat};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);

@@ -1,0 +1,425 @@
+//! The web viewer at `/`, in a real browser: headless Chromium, driven over the DevTools
+//! protocol, against a real server with real captures.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use common::*;
+use serde_json::Value;
+
+/// Where screenshots go: kept after the test, for a person to look at.
+fn artefact(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("web-viewer")
+        .join(name)
+}
+
+/// A test-pattern camera, small so that several run side by side on two cores.
+fn camera(dir: &std::path::Path, name: &str, fps: u32) -> ChildGuard {
+    let child = std::process::Command::new(capture_binary())
+        .args(["--camera", name, "--source", "test", "--size", "320x180"])
+        .args(["--fps", &fps.to_string()])
+        .arg("--ring-dir")
+        .arg(dir)
+        .env("RINGCAST_LOG", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start ringcast-capture");
+    ChildGuard(child)
+}
+
+fn wait_online(server: &Server, cameras: &[&str]) {
+    for cam in cameras {
+        wait_for(&format!("{cam} online"), || {
+            (server.camera_field(cam, "status")? == "online").then_some(())
+        });
+    }
+}
+
+/// Clicks `camera` in the camera list (answering "yes" if it asks about a duplicate).
+fn open_tile(browser: &mut Browser, camera: &str) {
+    browser.wait_for(
+        &format!("{camera} in the camera list"),
+        &format!("!!document.querySelector('#camera-list button[data-camera=\"{camera}\"]')"),
+    );
+    browser.eval(&format!(
+        "document.querySelector('#camera-list button[data-camera=\"{camera}\"]').click()"
+    ));
+    browser.eval(
+        "new Promise(r => setTimeout(r, 50)).then(() => {
+            const dialog = document.getElementById('confirm-duplicate');
+            if (dialog.open) dialog.querySelector('button[value=yes]').click();
+        })",
+    );
+}
+
+fn tile_count(browser: &mut Browser) -> u64 {
+    browser
+        .eval("document.querySelectorAll('#wall .tile').length")
+        .as_u64()
+        .unwrap()
+}
+
+/// A cheap fingerprint of what tile `index`'s canvas shows.
+fn picture_hash(browser: &mut Browser, index: usize) -> Value {
+    browser.eval(&format!(
+        "(() => {{
+            const canvas = document.querySelectorAll('#wall .tile canvas')[{index}];
+            const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            let hash = 0;
+            for (let i = 0; i < pixels.length; i += 7) hash = (hash * 31 + pixels[i]) | 0;
+            return hash;
+        }})()"
+    ))
+}
+
+fn tile_states(browser: &mut Browser) -> Value {
+    browser.eval("[...document.querySelectorAll('#wall .tile')].map(t => t.dataset.state)")
+}
+
+#[test]
+fn the_wall_shows_live_cameras_with_their_rate_and_latency() {
+    let dir = temp_ring_dir();
+    let names = ["door", "garden", "garage", "lab"];
+    let _cams: Vec<ChildGuard> = names
+        .iter()
+        .map(|cam| camera(dir.path(), cam, 10))
+        .collect();
+    let server = Server::start(dir.path(), 2, &[]);
+    wait_online(&server, &names);
+    let mut browser = Browser::open(&server.url("/"), 1280, 720);
+    for cam in names {
+        open_tile(&mut browser, cam);
+    }
+    browser.wait_for(
+        "every tile live",
+        "[...document.querySelectorAll('#wall .tile')].every(t => t.dataset.state === 'live')",
+    );
+    for index in 0..names.len() {
+        let before = picture_hash(&mut browser, index);
+        std::thread::sleep(Duration::from_millis(500));
+        assert_ne!(
+            picture_hash(&mut browser, index),
+            before,
+            "tile {index} shows a still picture"
+        );
+    }
+    browser.wait_for(
+        "fps and latency on every tile",
+        "[...document.querySelectorAll('#wall .tile .stats')]
+            .every(s => /^\\d+\\.\\d fps · \\d+ ms$/.test(s.textContent))",
+    );
+    // The dark theme, as a wall on a screen usually is; the screenshot is the README's.
+    browser.eval(
+        "if (document.documentElement.dataset.theme !== 'dark') document.getElementById('theme').click()",
+    );
+    browser.eval("document.activeElement.blur()");
+    browser.screenshot(&artefact("wall.png"));
+    assert_eq!(
+        browser.take_errors(),
+        Vec::<String>::new(),
+        "console errors"
+    );
+}
+
+#[test]
+fn a_stopped_camera_shows_offline_within_two_seconds_and_comes_back_without_a_reload() {
+    let dir = temp_ring_dir();
+    let mut cam1 = camera(dir.path(), "cam1", 10);
+    let server = Server::start(dir.path(), 1, &[]);
+    wait_online(&server, &["cam1"]);
+    let mut browser = Browser::open(&server.url("/"), 1280, 720);
+    open_tile(&mut browser, "cam1");
+    browser.wait_for(
+        "the tile live",
+        "document.querySelector('#wall .tile').dataset.state === 'live'",
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(cam1.0.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    cam1.0.wait().unwrap();
+    let stopped = Instant::now();
+    browser.wait_for(
+        "the tile offline",
+        "document.querySelector('#wall .tile').dataset.state === 'offline'",
+    );
+    let took = stopped.elapsed();
+    assert!(
+        took <= Duration::from_secs(2),
+        "offline shown after {took:?}"
+    );
+    let message = browser.eval("document.querySelector('#wall .tile .message').textContent");
+    assert!(
+        message.as_str().unwrap().starts_with("offline"),
+        "{message}"
+    );
+
+    let _again = camera(dir.path(), "cam1", 10);
+    browser.wait_for(
+        "the tile live again",
+        "document.querySelector('#wall .tile').dataset.state === 'live'",
+    );
+    assert_eq!(
+        browser.take_errors(),
+        Vec::<String>::new(),
+        "console errors"
+    );
+}
+
+#[test]
+fn twelve_tiles_at_most_and_the_same_wall_after_a_reload() {
+    let dir = temp_ring_dir();
+    let _cams: Vec<ChildGuard> = ["cam1", "cam2", "cam3"]
+        .iter()
+        .map(|cam| camera(dir.path(), cam, 5))
+        .collect();
+    let server = Server::start(dir.path(), 2, &[]);
+    wait_online(&server, &["cam1", "cam2", "cam3"]);
+    let mut browser = Browser::open(&server.url("/"), 1600, 900);
+    for index in 0..12 {
+        open_tile(&mut browser, ["cam1", "cam2", "cam3"][index % 3]);
+        browser.wait_for(
+            "the tile to open",
+            &format!(
+                "document.querySelectorAll('#wall .tile').length === {}",
+                index + 1
+            ),
+        );
+    }
+    open_tile(&mut browser, "cam1");
+    assert_eq!(tile_count(&mut browser), 12, "a thirteenth tile opened");
+    let notice = browser.eval("document.getElementById('notice').textContent");
+    assert!(notice.as_str().unwrap().contains("At most 12"), "{notice}");
+    let cameras = "[...document.querySelectorAll('#wall .tile')].map(t => t.dataset.camera)";
+    let before = browser.eval(cameras);
+    browser.eval("document.getElementById('theme').click()");
+    let theme = browser.eval("document.documentElement.dataset.theme");
+
+    browser.reload();
+    browser.wait_for(
+        "the tiles back",
+        "document.querySelectorAll('#wall .tile').length === 12",
+    );
+    assert_eq!(browser.eval(cameras), before);
+    assert_eq!(
+        browser.eval("document.documentElement.dataset.theme"),
+        theme
+    );
+    browser.wait_for(
+        "every tile live",
+        "[...document.querySelectorAll('#wall .tile')].every(t => t.dataset.state === 'live')",
+    );
+    // From the keyboard: the focused tile closes with Delete, and the wall remembers that too.
+    browser.eval("document.querySelector('#wall .tile').focus()");
+    browser.press_key("Delete", 46);
+    browser.wait_for(
+        "a tile closed",
+        "document.querySelectorAll('#wall .tile').length === 11",
+    );
+    let stored = browser.eval("JSON.parse(localStorage.getItem('ringcast.tiles')).length");
+    assert_eq!(stored, 11);
+    assert_eq!(
+        browser.take_errors(),
+        Vec::<String>::new(),
+        "console errors"
+    );
+}
+
+#[test]
+fn a_token_given_to_the_page_goes_with_every_request_it_makes() {
+    let dir = temp_ring_dir();
+    let _cam1 = camera(dir.path(), "cam1", 10);
+    let server = Server::start(dir.path(), 1, &["--token", "s3cret"]);
+    let mut browser = Browser::open(&server.url("/?token=s3cret"), 1280, 720);
+    open_tile(&mut browser, "cam1");
+    browser.wait_for(
+        "the tile live",
+        "document.querySelector('#wall .tile').dataset.state === 'live'",
+    );
+    let snapshot = browser.eval("document.querySelector('#wall .tile .snapshot').href");
+    assert!(snapshot
+        .as_str()
+        .unwrap()
+        .ends_with("/snapshot/cam1.jpg?token=s3cret"));
+    let urls = browser.requested_urls();
+    let to_server: Vec<&String> = urls
+        .iter()
+        .filter(|url| url.contains(&format!("127.0.0.1:{}", server.port)))
+        .collect();
+    assert!(
+        to_server.iter().any(|url| url.contains("/ws/cam1")),
+        "{urls:?}"
+    );
+    for url in to_server {
+        // The page's own code is served without a token: it holds no camera data.
+        if !url.contains("/assets/") {
+            assert!(url.contains("token=s3cret"), "{url} went without the token");
+        }
+    }
+    assert_eq!(
+        browser.take_errors(),
+        Vec::<String>::new(),
+        "console errors"
+    );
+}
+
+#[test]
+fn on_a_phone_nothing_scrolls_sideways_and_tiles_out_of_sight_take_no_frames() {
+    let dir = temp_ring_dir();
+    let names = ["cam1", "cam2", "cam3"];
+    let _cams: Vec<ChildGuard> = names.iter().map(|cam| camera(dir.path(), cam, 5)).collect();
+    let server = Server::start(dir.path(), 1, &[]);
+    wait_online(&server, &names);
+    let mut browser = Browser::open(&server.url("/"), 390, 500);
+    browser.resize(390, 500, true);
+    browser.eval("document.getElementById('toggle-cameras').click()");
+    for cam in names {
+        open_tile(&mut browser, cam);
+    }
+    browser.eval("document.getElementById('toggle-cameras').click()");
+    browser.eval("window.scrollTo(0, 0)");
+    let sideways = "document.documentElement.scrollWidth > document.documentElement.clientWidth";
+    assert_eq!(
+        browser.eval(sideways),
+        Value::Bool(false),
+        "the page scrolls sideways"
+    );
+    browser.wait_for(
+        "the first tile live",
+        "document.querySelector('#wall .tile').dataset.state === 'live'",
+    );
+    browser.screenshot(&artefact("phone.png"));
+
+    let viewers =
+        |server: &Server, cam: &str| server.camera_field(cam, "viewers").and_then(|v| v.as_u64());
+    // The last tile is below the fold: it takes no frames.
+    wait_for("cam3 unwatched while out of sight", || {
+        (viewers(&server, "cam3")? == 0 && viewers(&server, "cam1")? == 1).then_some(())
+    });
+    browser.eval("window.scrollTo(0, document.documentElement.scrollHeight)");
+    wait_for("cam1 unwatched once scrolled away, cam3 watched", || {
+        (viewers(&server, "cam1")? == 0 && viewers(&server, "cam3")? == 1).then_some(())
+    });
+    assert_eq!(tile_states(&mut browser)[0], "paused");
+    assert_eq!(
+        browser.eval(sideways),
+        Value::Bool(false),
+        "the page scrolls sideways"
+    );
+    assert_eq!(
+        browser.take_errors(),
+        Vec::<String>::new(),
+        "console errors"
+    );
+}
+
+#[test]
+fn a_wall_of_four_live_tiles_does_not_grow_its_heap_over_three_minutes() {
+    let dir = temp_ring_dir();
+    let _cam1 = camera(dir.path(), "cam1", 15);
+    let _cam2 = camera(dir.path(), "cam2", 15);
+    let server = Server::start(dir.path(), 2, &[]);
+    wait_online(&server, &["cam1", "cam2"]);
+    let mut browser = Browser::open(&server.url("/"), 1280, 720);
+    for cam in ["cam1", "cam2", "cam1", "cam2"] {
+        open_tile(&mut browser, cam);
+    }
+    browser.wait_for(
+        "four tiles live",
+        "[...document.querySelectorAll('#wall .tile')].filter(t => t.dataset.state === 'live').length === 4",
+    );
+    // Past the first seconds, whose allocations (modules, first decodes) are one-off.
+    std::thread::sleep(Duration::from_secs(10));
+    let start = browser.heap_used();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut peak = start;
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_secs(30));
+        peak = peak.max(browser.heap_used());
+        assert_eq!(
+            browser.eval("[...document.querySelectorAll('#wall .tile')].filter(t => t.dataset.state === 'live').length"),
+            4,
+            "every tile stays live"
+        );
+    }
+    let end = browser.heap_used();
+    println!("JS heap: {start} bytes at the start, {end} after 3 minutes, peak {peak}");
+    assert!(
+        end <= start + start / 5,
+        "the JS heap grew from {start} to {end} bytes in 3 minutes"
+    );
+    assert_eq!(
+        browser.take_errors(),
+        Vec::<String>::new(),
+        "console errors"
+    );
+}
+
+/// Two 64x64 JPEGs of one colour each, red and blue, made by ffmpeg.
+fn coloured_jpeg(colour: &str) -> Vec<u8> {
+    let output = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i"])
+        .arg(format!("color={colour}:size=64x64:rate=1"))
+        .args(["-frames:v", "1", "-f", "image2pipe", "-c:v", "mjpeg", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(output.status.success());
+    output.stdout
+}
+
+#[test]
+fn an_mjpeg_img_shows_each_frame_before_the_next_one_is_published() {
+    use ringbuf::frame::{insert_timing, FrameTiming};
+    use ringbuf::{CameraId, Clock, RingGeometry, RingWriter, SystemClock};
+    let dir = temp_ring_dir();
+    let mut writer = RingWriter::create(
+        dir.path(),
+        &CameraId::new("slow").unwrap(),
+        RingGeometry::default(),
+    )
+    .unwrap();
+    let mut publish = |colour: &str| {
+        let capture = SystemClock.wall();
+        let timing = FrameTiming {
+            frame_no: writer.next_frame_no(),
+            capture,
+        };
+        let mut jpeg = Vec::new();
+        insert_timing(&coloured_jpeg(colour), timing, &mut jpeg).unwrap();
+        writer.publish(&jpeg, capture).unwrap();
+    };
+    publish("red");
+    let server = Server::start(dir.path(), 1, &[]);
+    let mut browser = Browser::open(&server.url("/"), 800, 600);
+    browser.eval(
+        "(() => {
+            const img = document.createElement('img');
+            img.id = 'mjpeg';
+            img.src = '/stream/slow.mjpg';
+            document.body.prepend(img);
+        })()",
+    );
+    // The colour at the centre of what the <img> shows now.
+    let shown = "(() => {
+        const img = document.getElementById('mjpeg');
+        if (img.naturalWidth === 0) return 'none';
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth;
+        canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        const [r, g, b] = context.getImageData(32, 32, 1, 1).data;
+        return r > 200 && b < 60 ? 'red' : b > 200 && r < 60 ? 'blue' : 'other';
+    })()";
+    // Frame 1 shows although no frame follows it (a camera at 1 fps, or one that stopped).
+    browser.wait_for("the red frame", &format!("{shown} === 'red'"));
+    publish("blue");
+    browser.wait_for("the blue frame", &format!("{shown} === 'blue'"));
+}
