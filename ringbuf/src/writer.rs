@@ -189,7 +189,8 @@ impl RingWriter {
                 slot_size,
             });
         }
-        self.keep_file_sound()?;
+        let now = SystemClock.mono();
+        self.keep_file_sound(now)?;
         let frame = self.head.next();
         seqlock::publish(&self.ring, frame, payload, capture);
         if self.ring.is_damaged() {
@@ -203,7 +204,7 @@ impl RingWriter {
 
         // Relaxed: counters and times are informational; nothing is published through them.
         let header = self.ring.header();
-        let now = SystemClock.mono().0;
+        let now = now.0;
         if header.writer_state.load(Relaxed) != STATE_STREAMING {
             header.writer_state.store(STATE_STREAMING, Relaxed);
         }
@@ -221,11 +222,9 @@ impl RingWriter {
     /// reconnecting). Readers call a writer offline when this stops for longer than their limit.
     /// Also where a quiet writer notices that its file was tampered with, and replaces it.
     pub fn heartbeat(&mut self) -> Result<(), Error> {
-        self.keep_file_sound()?;
-        self.ring
-            .header()
-            .heartbeat
-            .store(SystemClock.mono().0, Relaxed);
+        let now = SystemClock.mono();
+        self.keep_file_sound(now)?;
+        self.ring.header().heartbeat.store(now.0, Relaxed);
         Ok(())
     }
 
@@ -256,7 +255,7 @@ impl RingWriter {
 
     /// Replaces the file if it shrank (known at once) or, once per [`CHECK_FILE_EVERY`], if it is
     /// no longer at its path, whole and as written.
-    fn keep_file_sound(&mut self) -> Result<(), Error> {
+    fn keep_file_sound(&mut self, now: MonoNanos) -> Result<(), Error> {
         if let Some(pid) = self.lost_to {
             return Err(Error::WriterBusy {
                 path: self.path.clone(),
@@ -266,7 +265,6 @@ impl RingWriter {
         if self.ring.is_damaged() {
             return self.replace_file();
         }
-        let now = SystemClock.mono();
         if now.since(self.checked_at) < CHECK_FILE_EVERY {
             return Ok(());
         }

@@ -33,6 +33,7 @@ pub struct Request {
     pub if_none_match: Option<String>,
     /// What the browser will use the response for (`image` for an `<img>`).
     pub fetch_dest: Option<String>,
+    pub accept: Option<String>,
 }
 
 impl Request {
@@ -140,6 +141,7 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             "authorization" => &mut request.authorization,
             "if-none-match" => &mut request.if_none_match,
             "sec-fetch-dest" => &mut request.fetch_dest,
+            "accept" => &mut request.accept,
             _ => continue,
         };
         *slot = Some(value()?);

@@ -24,16 +24,28 @@ use crate::websocket::{binary_header, WsHeader};
 const RING_TICK: Duration = Duration::from_millis(500);
 /// How often the ring directory is rescanned for new cameras.
 pub const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+/// The multipart boundary of `/stream/{cam}.mjpg`, as a macro so that the constants built from
+/// it cannot drift apart.
+macro_rules! mjpeg_boundary {
+    () => {
+        "ringcast-frame"
+    };
+}
+
 /// Multipart boundary of `/stream/{cam}.mjpg`.
-pub const MJPEG_BOUNDARY: &str = "ringcast-frame";
+pub const MJPEG_BOUNDARY: &str = mjpeg_boundary!();
 /// What ends every part of `/stream/{cam}.mjpg`: the delimiter line that also opens the next.
 /// Ending a part with it, rather than starting the next, tells a client the part is whole as
 /// soon as it arrives, not when the next frame does (other MJPEG streamers do the same).
-pub const MJPEG_PART_END: &[u8] = b"\r\n--ringcast-frame\r\n";
+pub const MJPEG_PART_END: &[u8] = concat!("\r\n--", mjpeg_boundary!(), "\r\n").as_bytes();
 /// [`MJPEG_PART_END`] and the next part's headers, sent in advance (see
 /// `viewer::PartHeads::InAdvance`).
-pub const MJPEG_PART_END_AND_HEAD: &[u8] =
-    b"\r\n--ringcast-frame\r\nContent-Type: image/jpeg\r\n\r\n";
+pub const MJPEG_PART_END_AND_HEAD: &[u8] = concat!(
+    "\r\n--",
+    mjpeg_boundary!(),
+    "\r\nContent-Type: image/jpeg\r\n\r\n"
+)
+.as_bytes();
 
 /// One frame as every viewer of this process sends it.
 pub struct Frame {

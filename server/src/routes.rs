@@ -196,7 +196,7 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
 async fn serve_file(mut stream: TcpStream, request: &Request, file: &web::Asset) {
     let answer = http::revalidated_response(
         file.content_type,
-        &file.etag(),
+        file.etag(),
         request.if_none_match.as_deref(),
         file.body,
     );
@@ -335,13 +335,7 @@ async fn mjpeg_viewer(
     let Some((_guard, mut stream)) = admit_viewer(&worker, stream).await else {
         return;
     };
-    // A browser's <img> gets each part's headers in advance; everything else gets them with
-    // Content-Length (see `PartHeads`).
-    let heads = if request.fetch_dest.as_deref() == Some("image") {
-        PartHeads::InAdvance
-    } else {
-        PartHeads::WithLength
-    };
+    let heads = PartHeads::for_request(request);
     let mut head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}\r\nCache-Control: no-store\r\nPragma: no-cache\r\nConnection: close\r\n\r\n"
     )

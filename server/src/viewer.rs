@@ -49,6 +49,24 @@ pub enum PartHeads {
 }
 
 impl PartHeads {
+    /// What a request is for: a browser asking for an image (an `<img>`: `Accept` starting with
+    /// `image/`, or `Sec-Fetch-Dest: image`, which browsers send only to secure origins) gets
+    /// headers in advance; anything else, Content-Length.
+    pub fn for_request(request: &crate::http::Request) -> PartHeads {
+        let wants_image = request.fetch_dest.as_deref() == Some("image")
+            || request
+                .accept
+                .as_deref()
+                .is_some_and(|accept| accept.trim_start().starts_with("image/"));
+        if wants_image {
+            PartHeads::InAdvance
+        } else {
+            PartHeads::WithLength
+        }
+    }
+}
+
+impl PartHeads {
     /// What follows the response head: the first delimiter, and the first part's headers if
     /// they go in advance.
     pub fn stream_start(self) -> &'static [u8] {

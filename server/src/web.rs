@@ -2,23 +2,28 @@
 //! `/assets/{file}` its style sheet and modules. The files are the page's code only, no camera
 //! data, so assets need no token and modules can import each other by plain URLs.
 
+use std::sync::OnceLock;
+
 /// One file of the viewer.
 pub struct Asset {
     pub content_type: &'static str,
     pub body: &'static [u8],
+    etag: OnceLock<String>,
 }
 
 impl Asset {
     /// A validator for `If-None-Match`: the content's FNV-1a hash, which changes with any edit
-    /// (and so with any new build that changes the file).
-    pub fn etag(&self) -> String {
-        let hash = self
-            .body
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
-                (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-        format!("\"{hash:016x}\"")
+    /// (and so with any new build that changes the file). Worked out once.
+    pub fn etag(&self) -> &str {
+        self.etag.get_or_init(|| {
+            let hash = self
+                .body
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+                    (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+                });
+            format!("\"{hash:016x}\"")
+        })
     }
 }
 
@@ -29,6 +34,7 @@ macro_rules! asset {
             Asset {
                 content_type: $content_type,
                 body: include_bytes!(concat!("../web/", $file)),
+                etag: OnceLock::new(),
             },
         )
     };
@@ -36,7 +42,7 @@ macro_rules! asset {
 
 const JS: &str = "text/javascript; charset=utf-8";
 
-static ASSETS: [(&str, Asset); 8] = [
+static ASSETS: [(&str, Asset); 9] = [
     asset!("style.css", "text/css; charset=utf-8"),
     asset!("app.js", JS),
     asset!("api.js", JS),
@@ -45,12 +51,14 @@ static ASSETS: [(&str, Asset); 8] = [
     asset!("tile.js", JS),
     asset!("connection.js", JS),
     asset!("decoders.js", JS),
+    asset!("storage.js", JS),
 ];
 
 /// The page at `/`.
 pub static INDEX: Asset = Asset {
     content_type: "text/html; charset=utf-8",
     body: include_bytes!("../web/index.html"),
+    etag: OnceLock::new(),
 };
 
 /// The asset named `name` (as in `/assets/{name}`).

@@ -32,6 +32,10 @@ fn camera(dir: &std::path::Path, name: &str, fps: u32) -> ChildGuard {
     ChildGuard(child)
 }
 
+fn cameras(dir: &std::path::Path, names: &[&str], fps: u32) -> Vec<ChildGuard> {
+    names.iter().map(|name| camera(dir, name, fps)).collect()
+}
+
 fn wait_online(server: &Server, cameras: &[&str]) {
     for cam in cameras {
         wait_for(&format!("{cam} online"), || {
@@ -40,36 +44,51 @@ fn wait_online(server: &Server, cameras: &[&str]) {
     }
 }
 
-/// Clicks `camera` in the camera list (answering "yes" if it asks about a duplicate).
-fn open_tile(browser: &mut Browser, camera: &str) {
-    browser.wait_for(
-        &format!("{camera} in the camera list"),
-        &format!("!!document.querySelector('#camera-list button[data-camera=\"{camera}\"]')"),
-    );
-    browser.eval(&format!(
-        "document.querySelector('#camera-list button[data-camera=\"{camera}\"]').click()"
-    ));
-    browser.eval(
-        "new Promise(r => setTimeout(r, 50)).then(() => {
-            const dialog = document.getElementById('confirm-duplicate');
-            if (dialog.open) dialog.querySelector('button[value=yes]').click();
-        })",
-    );
+fn viewers(server: &Server, cam: &str) -> Option<u64> {
+    server.camera_field(cam, "viewers")?.as_u64()
 }
 
+/// Clicks `camera` in the camera list, answering "yes" if it asks about a duplicate.
+fn open_tile(browser: &mut Browser, camera: &str) {
+    pick(browser, camera, "yes");
+}
+
+/// Clicks `camera` in the camera list, answering `answer` if it asks about a duplicate.
+fn pick(browser: &mut Browser, camera: &str, answer: &str) {
+    let button = format!("document.querySelector('#camera-list button[data-camera=\"{camera}\"]')");
+    browser.wait_for(
+        &format!("{camera} in the camera list"),
+        &format!("!!{button}"),
+    );
+    browser.eval(&format!("{button}.click()"));
+    browser.eval(&format!(
+        "new Promise(r => setTimeout(r, 50)).then(() => {{
+            const dialog = document.getElementById('confirm-duplicate');
+            if (dialog.open) dialog.querySelector('button[value={answer}]').click();
+        }})"
+    ));
+}
+
+const TILES: &str = "[...document.querySelectorAll('#wall .tile')]";
+
 fn tile_count(browser: &mut Browser) -> u64 {
-    browser
-        .eval("document.querySelectorAll('#wall .tile').length")
-        .as_u64()
-        .unwrap()
+    browser.eval(&format!("{TILES}.length")).as_u64().unwrap()
+}
+
+fn wait_all_live(browser: &mut Browser) {
+    browser.wait_for(
+        "every tile live",
+        &format!("{TILES}.every(t => t.dataset.state === 'live')"),
+    );
 }
 
 /// A cheap fingerprint of what tile `index`'s canvas shows.
 fn picture_hash(browser: &mut Browser, index: usize) -> Value {
     browser.eval(&format!(
         "(() => {{
-            const canvas = document.querySelectorAll('#wall .tile canvas')[{index}];
-            const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+            const canvas = {TILES}[{index}].querySelector('canvas');
+            const pixels = canvas.getContext('2d')
+                .getImageData(0, 0, canvas.width, canvas.height).data;
             let hash = 0;
             for (let i = 0; i < pixels.length; i += 7) hash = (hash * 31 + pixels[i]) | 0;
             return hash;
@@ -78,27 +97,29 @@ fn picture_hash(browser: &mut Browser, index: usize) -> Value {
 }
 
 fn tile_states(browser: &mut Browser) -> Value {
-    browser.eval("[...document.querySelectorAll('#wall .tile')].map(t => t.dataset.state)")
+    browser.eval(&format!("{TILES}.map(t => t.dataset.state)"))
+}
+
+fn assert_no_errors(browser: &mut Browser) {
+    assert_eq!(
+        browser.take_errors(),
+        Vec::<String>::new(),
+        "console errors"
+    );
 }
 
 #[test]
 fn the_wall_shows_live_cameras_with_their_rate_and_latency() {
     let dir = temp_ring_dir();
     let names = ["door", "garden", "garage", "lab"];
-    let _cams: Vec<ChildGuard> = names
-        .iter()
-        .map(|cam| camera(dir.path(), cam, 10))
-        .collect();
+    let _cams = cameras(dir.path(), &names, 10);
     let server = Server::start(dir.path(), 2, &[]);
     wait_online(&server, &names);
     let mut browser = Browser::open(&server.url("/"), 1280, 720);
     for cam in names {
         open_tile(&mut browser, cam);
     }
-    browser.wait_for(
-        "every tile live",
-        "[...document.querySelectorAll('#wall .tile')].every(t => t.dataset.state === 'live')",
-    );
+    wait_all_live(&mut browser);
     for index in 0..names.len() {
         let before = picture_hash(&mut browser, index);
         std::thread::sleep(Duration::from_millis(500));
@@ -110,20 +131,33 @@ fn the_wall_shows_live_cameras_with_their_rate_and_latency() {
     }
     browser.wait_for(
         "fps and latency on every tile",
-        "[...document.querySelectorAll('#wall .tile .stats')]
-            .every(s => /^\\d+\\.\\d fps · \\d+ ms$/.test(s.textContent))",
+        &format!(
+            "{TILES}.every(t => /^\\d+\\.\\d fps · \\d+ ms$/
+                .test(t.querySelector('.stats').textContent))"
+        ),
     );
+    // Two by two, each picture the same size.
+    let layout = browser.eval(&format!(
+        "{TILES}.map(t => {{ const r = t.getBoundingClientRect();
+            return [Math.round(r.width), Math.round(r.height), Math.round(r.top)]; }})"
+    ));
+    let rects = layout.as_array().unwrap();
+    assert!(
+        rects
+            .iter()
+            .all(|r| r[0] == rects[0][0] && r[1] == rects[0][1]),
+        "{layout}"
+    );
+    assert_eq!(rects[0][2], rects[1][2], "first row: {layout}");
+    assert_ne!(rects[0][2], rects[2][2], "second row: {layout}");
     // The dark theme, as a wall on a screen usually is; the screenshot is the README's.
     browser.eval(
-        "if (document.documentElement.dataset.theme !== 'dark') document.getElementById('theme').click()",
+        "if (document.documentElement.dataset.theme !== 'dark')
+            document.getElementById('theme').click()",
     );
     browser.eval("document.activeElement.blur()");
     browser.screenshot(&artefact("wall.png"));
-    assert_eq!(
-        browser.take_errors(),
-        Vec::<String>::new(),
-        "console errors"
-    );
+    assert_no_errors(&mut browser);
 }
 
 #[test]
@@ -134,10 +168,7 @@ fn a_stopped_camera_shows_offline_within_two_seconds_and_comes_back_without_a_re
     wait_online(&server, &["cam1"]);
     let mut browser = Browser::open(&server.url("/"), 1280, 720);
     open_tile(&mut browser, "cam1");
-    browser.wait_for(
-        "the tile live",
-        "document.querySelector('#wall .tile').dataset.state === 'live'",
-    );
+    wait_all_live(&mut browser);
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(cam1.0.id() as i32),
@@ -148,88 +179,87 @@ fn a_stopped_camera_shows_offline_within_two_seconds_and_comes_back_without_a_re
     let stopped = Instant::now();
     browser.wait_for(
         "the tile offline",
-        "document.querySelector('#wall .tile').dataset.state === 'offline'",
+        &format!("{TILES}[0].dataset.state === 'offline'"),
     );
+    // The design allows 2 s (the server notes the stop at once, the page polls every second);
+    // the bound leaves a loaded CI machine one more.
     let took = stopped.elapsed();
+    println!("offline shown {took:?} after the capture stopped");
     assert!(
-        took <= Duration::from_secs(2),
+        took <= Duration::from_secs(3),
         "offline shown after {took:?}"
     );
-    let message = browser.eval("document.querySelector('#wall .tile .message').textContent");
+    let message = browser.eval(&format!("{TILES}[0].querySelector('.message').textContent"));
     assert!(
-        message.as_str().unwrap().starts_with("offline"),
+        message
+            .as_str()
+            .unwrap()
+            .starts_with("offline, last picture at"),
         "{message}"
     );
 
     let _again = camera(dir.path(), "cam1", 10);
-    browser.wait_for(
-        "the tile live again",
-        "document.querySelector('#wall .tile').dataset.state === 'live'",
-    );
-    assert_eq!(
-        browser.take_errors(),
-        Vec::<String>::new(),
-        "console errors"
-    );
+    wait_all_live(&mut browser);
+    assert_no_errors(&mut browser);
 }
 
 #[test]
 fn twelve_tiles_at_most_and_the_same_wall_after_a_reload() {
     let dir = temp_ring_dir();
-    let _cams: Vec<ChildGuard> = ["cam1", "cam2", "cam3"]
-        .iter()
-        .map(|cam| camera(dir.path(), cam, 5))
-        .collect();
+    let names = ["cam1", "cam2", "cam3"];
+    let _cams = cameras(dir.path(), &names, 5);
     let server = Server::start(dir.path(), 2, &[]);
-    wait_online(&server, &["cam1", "cam2", "cam3"]);
+    wait_online(&server, &names);
     let mut browser = Browser::open(&server.url("/"), 1600, 900);
-    for index in 0..12 {
-        open_tile(&mut browser, ["cam1", "cam2", "cam3"][index % 3]);
+    open_tile(&mut browser, "cam1");
+    // Asked before the same camera opens twice; "no" keeps the wall as it was.
+    pick(&mut browser, "cam1", "no");
+    assert_eq!(tile_count(&mut browser), 1);
+    for index in 1..12 {
+        open_tile(&mut browser, names[index % 3]);
         browser.wait_for(
             "the tile to open",
-            &format!(
-                "document.querySelectorAll('#wall .tile').length === {}",
-                index + 1
-            ),
+            &format!("{TILES}.length === {}", index + 1),
         );
     }
-    open_tile(&mut browser, "cam1");
+    pick(&mut browser, "cam2", "yes");
     assert_eq!(tile_count(&mut browser), 12, "a thirteenth tile opened");
     let notice = browser.eval("document.getElementById('notice').textContent");
     assert!(notice.as_str().unwrap().contains("At most 12"), "{notice}");
-    let cameras = "[...document.querySelectorAll('#wall .tile')].map(t => t.dataset.camera)";
-    let before = browser.eval(cameras);
+    let cameras = format!("{TILES}.map(t => t.dataset.camera)");
+    let before = browser.eval(&cameras);
     browser.eval("document.getElementById('theme').click()");
     let theme = browser.eval("document.documentElement.dataset.theme");
 
     browser.reload();
-    browser.wait_for(
-        "the tiles back",
-        "document.querySelectorAll('#wall .tile').length === 12",
-    );
-    assert_eq!(browser.eval(cameras), before);
+    browser.wait_for("the tiles back", &format!("{TILES}.length === 12"));
+    assert_eq!(browser.eval(&cameras), before);
     assert_eq!(
         browser.eval("document.documentElement.dataset.theme"),
         theme
     );
+    wait_all_live(&mut browser);
+
+    // From the keyboard: Enter puts the focused tile in fullscreen, which pauses the others.
+    browser.eval(&format!("{TILES}[0].focus()"));
+    browser.press_key("Enter", 13);
     browser.wait_for(
-        "every tile live",
-        "[...document.querySelectorAll('#wall .tile')].every(t => t.dataset.state === 'live')",
+        "the tile in fullscreen",
+        &format!("document.fullscreenElement === {TILES}[0]"),
     );
-    // From the keyboard: the focused tile closes with Delete, and the wall remembers that too.
-    browser.eval("document.querySelector('#wall .tile').focus()");
+    browser.wait_for(
+        "the covered tiles paused",
+        &format!("{TILES}.slice(1).every(t => t.dataset.state === 'paused')"),
+    );
+    browser.press_key("Enter", 13);
+    browser.wait_for("fullscreen left", "document.fullscreenElement === null");
+    wait_all_live(&mut browser);
+    // Delete closes it, and the wall remembers that too.
     browser.press_key("Delete", 46);
-    browser.wait_for(
-        "a tile closed",
-        "document.querySelectorAll('#wall .tile').length === 11",
-    );
+    browser.wait_for("a tile closed", &format!("{TILES}.length === 11"));
     let stored = browser.eval("JSON.parse(localStorage.getItem('ringcast.tiles')).length");
     assert_eq!(stored, 11);
-    assert_eq!(
-        browser.take_errors(),
-        Vec::<String>::new(),
-        "console errors"
-    );
+    assert_no_errors(&mut browser);
 }
 
 #[test]
@@ -239,11 +269,8 @@ fn a_token_given_to_the_page_goes_with_every_request_it_makes() {
     let server = Server::start(dir.path(), 1, &["--token", "s3cret"]);
     let mut browser = Browser::open(&server.url("/?token=s3cret"), 1280, 720);
     open_tile(&mut browser, "cam1");
-    browser.wait_for(
-        "the tile live",
-        "document.querySelector('#wall .tile').dataset.state === 'live'",
-    );
-    let snapshot = browser.eval("document.querySelector('#wall .tile .snapshot').href");
+    wait_all_live(&mut browser);
+    let snapshot = browser.eval(&format!("{TILES}[0].querySelector('.snapshot').href"));
     assert!(snapshot
         .as_str()
         .unwrap()
@@ -263,22 +290,19 @@ fn a_token_given_to_the_page_goes_with_every_request_it_makes() {
             assert!(url.contains("token=s3cret"), "{url} went without the token");
         }
     }
-    assert_eq!(
-        browser.take_errors(),
-        Vec::<String>::new(),
-        "console errors"
-    );
+    assert_no_errors(&mut browser);
 }
 
 #[test]
-fn on_a_phone_nothing_scrolls_sideways_and_tiles_out_of_sight_take_no_frames() {
+fn on_a_phone_nothing_scrolls_sideways_and_tiles_nobody_sees_take_no_frames() {
     let dir = temp_ring_dir();
     let names = ["cam1", "cam2", "cam3"];
-    let _cams: Vec<ChildGuard> = names.iter().map(|cam| camera(dir.path(), cam, 5)).collect();
+    let _cams = cameras(dir.path(), &names, 5);
     let server = Server::start(dir.path(), 1, &[]);
     wait_online(&server, &names);
-    let mut browser = Browser::open(&server.url("/"), 390, 500);
-    browser.resize(390, 500, true);
+    // A short phone screen: one tile and a bit of the next fit, the third is well below.
+    let mut browser = Browser::open(&server.url("/"), 390, 420);
+    browser.resize(390, 420, true);
     browser.eval("document.getElementById('toggle-cameras').click()");
     for cam in names {
         open_tile(&mut browser, cam);
@@ -293,13 +317,10 @@ fn on_a_phone_nothing_scrolls_sideways_and_tiles_out_of_sight_take_no_frames() {
     );
     browser.wait_for(
         "the first tile live",
-        "document.querySelector('#wall .tile').dataset.state === 'live'",
+        &format!("{TILES}[0].dataset.state === 'live'"),
     );
     browser.screenshot(&artefact("phone.png"));
 
-    let viewers =
-        |server: &Server, cam: &str| server.camera_field(cam, "viewers").and_then(|v| v.as_u64());
-    // The last tile is below the fold: it takes no frames.
     wait_for("cam3 unwatched while out of sight", || {
         (viewers(&server, "cam3")? == 0 && viewers(&server, "cam1")? == 1).then_some(())
     });
@@ -313,56 +334,67 @@ fn on_a_phone_nothing_scrolls_sideways_and_tiles_out_of_sight_take_no_frames() {
         Value::Bool(false),
         "the page scrolls sideways"
     );
-    assert_eq!(
-        browser.take_errors(),
-        Vec::<String>::new(),
-        "console errors"
-    );
+
+    // A tab in the background (headless Chromium never hides one: the page is told so).
+    let set_visibility = |state: &str| {
+        format!(
+            "Object.defineProperty(document, 'visibilityState', {{ value: '{state}',
+                configurable: true }});
+             document.dispatchEvent(new Event('visibilitychange'))"
+        )
+    };
+    browser.eval(&set_visibility("hidden"));
+    wait_for("no camera watched from a hidden tab", || {
+        names
+            .iter()
+            .all(|cam| viewers(&server, cam) == Some(0))
+            .then_some(())
+    });
+    browser.eval(&set_visibility("visible"));
+    wait_for("cam3 watched again", || {
+        (viewers(&server, "cam3")? == 1).then_some(())
+    });
+    assert_no_errors(&mut browser);
 }
 
 #[test]
-fn a_wall_of_four_live_tiles_does_not_grow_its_heap_over_three_minutes() {
+fn a_wall_does_not_grow_its_heap_over_three_minutes_of_live_tiles_opened_and_closed() {
     let dir = temp_ring_dir();
-    let _cam1 = camera(dir.path(), "cam1", 15);
-    let _cam2 = camera(dir.path(), "cam2", 15);
+    let _cams = cameras(dir.path(), &["cam1", "cam2"], 15);
     let server = Server::start(dir.path(), 2, &[]);
     wait_online(&server, &["cam1", "cam2"]);
     let mut browser = Browser::open(&server.url("/"), 1280, 720);
     for cam in ["cam1", "cam2", "cam1", "cam2"] {
         open_tile(&mut browser, cam);
     }
-    browser.wait_for(
-        "four tiles live",
-        "[...document.querySelectorAll('#wall .tile')].filter(t => t.dataset.state === 'live').length === 4",
-    );
-    // Past the first seconds, whose allocations (modules, first decodes) are one-off.
-    std::thread::sleep(Duration::from_secs(10));
+    wait_all_live(&mut browser);
+    // Past the first half minute, whose allocations (modules, compiled code, first decodes,
+    // the first polls) are one-off.
+    std::thread::sleep(Duration::from_secs(30));
     let start = browser.heap_used();
     let deadline = Instant::now() + Duration::from_secs(180);
-    let mut peak = start;
+    let mut churned = 0;
     while Instant::now() < deadline {
-        std::thread::sleep(Duration::from_secs(30));
-        peak = peak.max(browser.heap_used());
-        assert_eq!(
-            browser.eval("[...document.querySelectorAll('#wall .tile')].filter(t => t.dataset.state === 'live').length"),
-            4,
-            "every tile stays live"
-        );
+        // A tile closed and opened again every ten seconds: nothing of it may stay behind.
+        browser.eval(&format!("{TILES}[3].querySelector('.close').click()"));
+        open_tile(&mut browser, ["cam1", "cam2"][churned % 2]);
+        churned += 1;
+        std::thread::sleep(Duration::from_secs(10));
     }
+    wait_all_live(&mut browser);
+    // What the closed tiles had is gone: four tiles, four sockets, four canvases.
+    assert_eq!(browser.live_objects("WebSocket"), 4);
+    assert_eq!(browser.live_objects("HTMLCanvasElement"), 4);
     let end = browser.heap_used();
-    println!("JS heap: {start} bytes at the start, {end} after 3 minutes, peak {peak}");
+    println!("JS heap: {start} bytes at the start, {end} after 3 minutes and {churned} tiles");
     assert!(
         end <= start + start / 5,
         "the JS heap grew from {start} to {end} bytes in 3 minutes"
     );
-    assert_eq!(
-        browser.take_errors(),
-        Vec::<String>::new(),
-        "console errors"
-    );
+    assert_no_errors(&mut browser);
 }
 
-/// Two 64x64 JPEGs of one colour each, red and blue, made by ffmpeg.
+/// A 64x64 JPEG of one colour, made by ffmpeg.
 fn coloured_jpeg(colour: &str) -> Vec<u8> {
     let output = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-f", "lavfi", "-i"])
@@ -397,7 +429,9 @@ fn an_mjpeg_img_shows_each_frame_before_the_next_one_is_published() {
     };
     publish("red");
     let server = Server::start(dir.path(), 1, &[]);
-    let mut browser = Browser::open(&server.url("/"), 800, 600);
+    // By a name, as on a LAN: not a "trustworthy" origin, so no Sec-Fetch-* headers are sent.
+    let url = format!("http://ringcast.test:{}/", server.port);
+    let mut browser = Browser::open(&url, 800, 600);
     browser.eval(
         "(() => {
             const img = document.createElement('img');

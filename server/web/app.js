@@ -3,6 +3,7 @@
 
 import { fetchCameras } from './api.js';
 import { CameraList } from './camera-list.js';
+import { load, save } from './storage.js';
 import { Wall } from './wall.js';
 
 const POLL_MS = 1000;
@@ -21,17 +22,20 @@ function say(text, warning = false) {
   }, warning ? 8000 : 4000);
 }
 
+/** The theme the user chose, else the system's; only a choice is remembered. */
 function setUpTheme() {
   const button = document.getElementById('theme');
   const apply = (theme) => {
     document.documentElement.dataset.theme = theme;
     button.textContent = theme === 'dark' ? 'Light' : 'Dark';
-    localStorage.setItem(THEME_KEY, theme);
   };
+  const chosen = load(THEME_KEY);
   const prefersLight = matchMedia('(prefers-color-scheme: light)').matches;
-  apply(localStorage.getItem(THEME_KEY) ?? (prefersLight ? 'light' : 'dark'));
+  apply(chosen === 'dark' || chosen === 'light' ? chosen : prefersLight ? 'light' : 'dark');
   button.addEventListener('click', () => {
-    apply(document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark');
+    const theme = document.documentElement.dataset.theme === 'dark' ? 'light' : 'dark';
+    apply(theme);
+    save(THEME_KEY, theme);
   });
 }
 

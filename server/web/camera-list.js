@@ -1,4 +1,5 @@
 // The list of cameras to pick from, kept current by the page's polling of `/api/cameras`.
+// Rows are updated in place, so a button keeps its keyboard focus while figures change.
 
 export class CameraList {
   /** `onPick(camera)` is called when the user picks a camera. */
@@ -6,55 +7,78 @@ export class CameraList {
     this.list = list;
     this.empty = empty;
     this.onPick = onPick;
-    this.shown = '';
+    this.rows = new Map();
   }
 
   render(cameras) {
-    const rows = cameras.map(describe);
-    // Rebuilt only when something changed, so a button keeps its focus between polls.
-    const shown = JSON.stringify(rows);
-    if (shown === this.shown) {
-      return;
-    }
-    this.shown = shown;
     this.empty.hidden = cameras.length > 0;
-    this.list.replaceChildren(...rows.map((row) => this.item(row)));
+    const listed = new Set(cameras.map((camera) => camera.id));
+    for (const [id, row] of this.rows) {
+      if (!listed.has(id)) {
+        row.item.remove();
+        this.rows.delete(id);
+      }
+    }
+    // In the server's order (by name); a row already in place is not moved.
+    let previous = null;
+    for (const camera of cameras) {
+      const row = this.rows.get(camera.id) ?? this.newRow(camera.id);
+      row.show(describe(camera));
+      const expected = previous ? previous.nextSibling : this.list.firstChild;
+      if (expected !== row.item) {
+        this.list.insertBefore(row.item, expected);
+      }
+      previous = row.item;
+    }
   }
 
-  item({ id, state, detail }) {
+  newRow(id) {
     const button = document.createElement('button');
     button.type = 'button';
     button.dataset.camera = id;
-    button.dataset.state = state;
     button.title = `Add ${id} to the wall`;
     const dot = document.createElement('span');
     dot.className = 'state-dot';
-    dot.dataset.state = state;
     const name = document.createElement('span');
     name.className = 'name';
     name.textContent = id;
-    const line = document.createElement('span');
-    line.className = 'detail';
-    line.textContent = detail;
-    button.append(dot, name, line);
+    const detail = document.createElement('span');
+    detail.className = 'detail';
+    button.append(dot, name, detail);
     button.addEventListener('click', () => this.onPick(id));
     const item = document.createElement('li');
     item.append(button);
-    return item;
+    const row = {
+      item,
+      show({ state, text }) {
+        if (button.dataset.state !== state) {
+          button.dataset.state = state;
+          dot.dataset.state = state;
+        }
+        if (detail.textContent !== text) {
+          detail.textContent = text;
+        }
+      },
+    };
+    this.rows.set(id, row);
+    return row;
   }
 }
 
 function describe(camera) {
-  const state = camera.status;
   const size = camera.width && camera.height ? `${camera.width}×${camera.height}` : '';
-  const viewers = `${camera.viewers} watching`;
-  switch (state) {
+  switch (camera.status) {
     case 'online':
-      return { id: camera.id, state, detail: [size, `${camera.fps.toFixed(0)} fps`, viewers].filter(Boolean).join(' · ') };
+      return {
+        state: 'online',
+        text: [size, `${Math.round(camera.fps)} fps`, `${camera.viewers} watching`]
+          .filter(Boolean)
+          .join(' · '),
+      };
     case 'idle':
-      return { id: camera.id, state, detail: 'idle: starts when watched' };
+      return { state: 'idle', text: 'idle: starts when watched' };
     default:
-      return { id: camera.id, state: 'offline', detail: `offline${lastSeen(camera.last_frame_age_s)}` };
+      return { state: 'offline', text: `offline${lastSeen(camera.last_frame_age_s)}` };
   }
 }
 

@@ -1,5 +1,5 @@
-// One tile's WebSocket to `/ws/{camera}`: open while the tile is visible, opened again with a
-// growing delay when it drops, closed when the tile is hidden or closed.
+// One tile's WebSocket to `/ws/{camera}`: open while the tile is shown, opened again after a
+// growing, jittered delay when it drops, closed when the tile is hidden or closed.
 
 import { webSocketUrl } from './api.js';
 
@@ -8,11 +8,14 @@ export const TOO_SLOW = 4008;
 
 const FIRST_RETRY_MS = 500;
 const LAST_RETRY_MS = 10_000;
+/** A connection that stayed up this long worked: the next drop retries quickly again. */
+const HEALTHY_AFTER_MS = 10_000;
 
 export class CameraConnection {
   /**
-   * `handlers`: `onOpen()`, `onMessage(data)` (text as a string, binary as an ArrayBuffer),
-   * `onClose(code, retryInMs)` (retryInMs is null when no retry follows).
+   * `handlers`: `onConnecting()`, `onOpen()`, `onMessage(data)` (text as a string, binary as an
+   * ArrayBuffer), `onClose(code, retryAt)` (`retryAt`, a Date.now() time, is null when no retry
+   * follows).
    */
   constructor(camera, handlers) {
     this.camera = camera;
@@ -20,6 +23,7 @@ export class CameraConnection {
     this.socket = null;
     this.wanted = false;
     this.retryTimer = null;
+    this.healthyTimer = null;
     this.retryMs = FIRST_RETRY_MS;
   }
 
@@ -31,44 +35,66 @@ export class CameraConnection {
     }
   }
 
+  /** Cuts a retry's wait short: the camera is known to be there (again). */
+  retryNow() {
+    if (this.wanted && this.retryTimer !== null) {
+      clearTimeout(this.retryTimer);
+      this.open();
+    }
+  }
+
   /** Disconnects and stays so until `start`. */
   stop() {
     this.wanted = false;
     clearTimeout(this.retryTimer);
+    clearTimeout(this.healthyTimer);
     this.retryTimer = null;
     const socket = this.socket;
     this.socket = null;
-    if (socket) {
-      socket.onclose = null;
+    if (!socket) {
+      return;
+    }
+    socket.onclose = null;
+    socket.onmessage = null;
+    if (socket.readyState === WebSocket.CONNECTING) {
+      // Closing before the handshake ends makes the browser log an error: close right after.
+      socket.onopen = () => socket.close(1000, 'not shown');
+    } else {
+      socket.onopen = null;
       socket.close(1000, 'not shown');
     }
   }
 
   open() {
     this.retryTimer = null;
+    this.handlers.onConnecting();
     const socket = new WebSocket(webSocketUrl(`/ws/${encodeURIComponent(this.camera)}`));
     socket.binaryType = 'arraybuffer';
-    socket.onopen = () => this.handlers.onOpen();
-    socket.onmessage = (event) => {
-      // A frame arrived: the connection works, so the next drop retries quickly again.
-      this.retryMs = FIRST_RETRY_MS;
-      this.handlers.onMessage(event.data);
+    socket.onopen = () => {
+      this.healthyTimer = setTimeout(() => {
+        this.retryMs = FIRST_RETRY_MS;
+      }, HEALTHY_AFTER_MS);
+      this.handlers.onOpen();
     };
+    socket.onmessage = (event) => this.handlers.onMessage(event.data);
     socket.onclose = (event) => {
       if (this.socket !== socket) {
         return;
       }
       this.socket = null;
-      const retryInMs = this.wanted ? this.scheduleRetry() : null;
-      this.handlers.onClose(event.code, retryInMs);
+      clearTimeout(this.healthyTimer);
+      const retryAt = this.wanted ? this.scheduleRetry() : null;
+      this.handlers.onClose(event.code, retryAt);
     };
     this.socket = socket;
   }
 
+  /** Schedules the next attempt; returns when it is due. */
   scheduleRetry() {
-    const delay = this.retryMs;
+    // Jitter, so that twelve tiles that lost the server together do not come back in lockstep.
+    const delay = Math.round(this.retryMs * (0.8 + 0.4 * Math.random()));
     this.retryMs = Math.min(this.retryMs * 2, LAST_RETRY_MS);
     this.retryTimer = setTimeout(() => this.open(), delay);
-    return delay;
+    return Date.now() + delay;
   }
 }

@@ -1,24 +1,25 @@
 // Decoders turn the messages of a camera's WebSocket into pictures to draw. A tile holds one
-// decoder and hands it every message; what the page draws does not depend on the codec.
+// decoder, hands it every message, and draws what it calls back with; the tile knows nothing of
+// codecs. Each decoder decides what it may skip: JPEG frames stand alone, so the JPEG decoder
+// keeps only the newest waiting one; an H.264 decoder must decode from a keyframe on.
 //
-// The interface:
-//   configure(config)  a text message the server sent first (a decoder configuration);
+// The interface (`decoderFor(codec, { onPicture, onError })`):
+//   configure(config)  a decoder configuration the server sent as a text message (JSON);
 //                      JPEG cameras send none
-//   decode(data)       a binary message (ArrayBuffer) -> Promise of
-//                      { picture, frameNo, captureMs } or null when there is nothing to draw;
-//                      `picture` is anything `CanvasRenderingContext2D.drawImage` takes and has
-//                      a close() that frees it (an ImageBitmap today, a VideoFrame for H.264)
-//   close()            frees what the decoder holds
-//
-// Only JPEG exists today; an H.264 decoder on WebCodecs takes the same place through
-// `decoderFor`.
+//   push(data)         a binary message (ArrayBuffer)
+//   close()            stops calling back and frees what the decoder holds
+// and the callbacks:
+//   onPicture(picture, { frameNo, captureMs })  `picture` is anything drawImage takes, with a
+//                      close() the tile calls once it is drawn (an ImageBitmap today, a
+//                      VideoFrame for H.264); captureMs is null without timing
+//   onError(message)   a message that could not be decoded (the next one may be fine)
 
 /** The decoder for a camera's codec, as its decoder configuration names it. */
-export function decoderFor(codec) {
+export function decoderFor(codec, callbacks) {
   switch (codec) {
     case 'jpeg':
     case undefined:
-      return new JpegDecoder();
+      return new JpegDecoder(callbacks);
     default:
       throw new Error(`this page cannot decode ${codec}`);
   }
@@ -26,16 +27,48 @@ export function decoderFor(codec) {
 
 /** One JPEG per message, decoded off the main thread by the browser; no base64, no URLs. */
 export class JpegDecoder {
-  configure() {}
-
-  async decode(data) {
-    const bytes = new Uint8Array(data);
-    const timing = readTiming(bytes);
-    const picture = await createImageBitmap(new Blob([bytes], { type: 'image/jpeg' }));
-    return { picture, ...timing };
+  constructor({ onPicture, onError }) {
+    this.onPicture = onPicture;
+    this.onError = onError;
+    this.waiting = null;
+    this.decoding = false;
+    this.closed = false;
   }
 
-  close() {}
+  configure() {}
+
+  push(data) {
+    // Newest frame only: one decode at a time, and a frame that arrives meanwhile replaces the
+    // one waiting, so a slow device shows the present, not a growing past.
+    this.waiting = data;
+    if (!this.decoding) {
+      this.decodeWaiting();
+    }
+  }
+
+  async decodeWaiting() {
+    this.decoding = true;
+    while (this.waiting && !this.closed) {
+      const bytes = new Uint8Array(this.waiting);
+      this.waiting = null;
+      try {
+        const picture = await createImageBitmap(new Blob([bytes], { type: 'image/jpeg' }));
+        if (this.closed) {
+          picture.close();
+        } else {
+          this.onPicture(picture, readTiming(bytes));
+        }
+      } catch (error) {
+        this.onError(`a frame did not decode: ${error.message}`);
+      }
+    }
+    this.decoding = false;
+  }
+
+  close() {
+    this.closed = true;
+    this.waiting = null;
+  }
 }
 
 /**

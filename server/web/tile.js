@@ -16,30 +16,29 @@ export class Tile {
     this.camera = camera;
     this.element = document.getElementById('tile-template').content.firstElementChild.cloneNode(true);
     this.element.dataset.camera = camera;
-    this.element.setAttribute('aria-label', `camera ${camera}`);
     this.canvas = this.element.querySelector('.picture');
     this.context = this.canvas.getContext('2d');
     this.message = this.element.querySelector('.message');
     this.stats = this.element.querySelector('.stats');
     this.element.querySelector('.name').textContent = camera;
 
-    this.decoder = decoderFor('jpeg');
-    this.pending = null;
-    this.decoding = false;
     this.drawn = [];
     this.lastDrawnAt = 0;
     // Undefined until the camera list first arrives; null when it does not list this camera.
     this.info = undefined;
+    this.lastSeenAt = null;
     this.connectionState = 'connecting';
     this.retryAt = null;
-    this.inView = false;
-    this.pageVisible = document.visibilityState === 'visible';
+    this.problem = null;
+    this.shown = { inView: false, pageVisible: document.visibilityState === 'visible', covered: false };
     this.closed = false;
 
+    this.decoder = this.newDecoder(undefined);
     this.connection = new CameraConnection(camera, {
-      onOpen: () => this.setConnectionState('open'),
+      onConnecting: () => this.setConnectionState('connecting'),
+      onOpen: () => this.opened(),
       onMessage: (data) => this.receive(data),
-      onClose: (code, retryInMs) => this.lost(code, retryInMs),
+      onClose: (code, retryAt) => this.lost(code, retryAt),
     });
     this.wireControls(onClose);
     this.refreshTimer = setInterval(() => this.render(), 500);
@@ -58,7 +57,7 @@ export class Tile {
       if (event.key === 'Enter') {
         event.preventDefault();
         this.toggleFullscreen();
-      } else if (event.key === 'Delete') {
+      } else if (event.key === 'Delete' || event.key === 'Backspace') {
         event.preventDefault();
         close();
       }
@@ -66,8 +65,14 @@ export class Tile {
     const snapshot = this.element.querySelector('.snapshot');
     snapshot.href = withToken(`/snapshot/${encodeURIComponent(this.camera)}.jpg`);
     snapshot.addEventListener('click', () => {
-      const stamp = new Date().toISOString().replaceAll(':', '-').replace(/\..*/, '');
-      snapshot.download = `${this.camera}-${stamp}.jpg`;
+      snapshot.download = `${this.camera}-${localTimestamp(new Date())}.jpg`;
+    });
+  }
+
+  newDecoder(codec) {
+    return decoderFor(codec, {
+      onPicture: (picture, timing) => this.draw(picture, timing),
+      onError: () => {},
     });
   }
 
@@ -79,14 +84,18 @@ export class Tile {
     }
   }
 
-  /** Whether the tile shows on screen (`inView`) and the page is shown at all. */
-  setVisibility({ inView = this.inView, pageVisible = this.pageVisible }) {
-    this.inView = inView;
-    this.pageVisible = pageVisible;
+  /**
+   * Whether the tile can be seen: in the viewport (`inView`), on a page that is shown
+   * (`pageVisible`), and not under another tile in fullscreen (`covered`). Only a tile that can be
+   * seen keeps its connection.
+   */
+  setVisibility(change) {
+    Object.assign(this.shown, change);
     if (this.closed) {
       return;
     }
-    if (inView && pageVisible) {
+    const { inView, pageVisible, covered } = this.shown;
+    if (inView && pageVisible && !covered) {
       this.connection.start();
     } else {
       this.connection.stop();
@@ -96,20 +105,28 @@ export class Tile {
 
   /** What the camera list says of this camera (null: not listed). */
   update(info) {
+    const wasOnline = this.info?.status === 'online';
     this.info = info;
+    this.lastSeenAt = info && info.last_frame_age_s !== null && info.last_frame_age_s !== undefined
+      ? Date.now() - info.last_frame_age_s * 1000
+      : null;
+    if (info?.status === 'online' && !wasOnline) {
+      // Back (or listed at last): no reason to sit out the rest of a retry's wait.
+      this.connection.retryNow();
+    }
     this.render();
+  }
+
+  opened() {
+    this.problem = null;
+    this.setConnectionState('open');
   }
 
   receive(data) {
     if (typeof data === 'string') {
       this.configure(data);
-      return;
-    }
-    // Newest frame only: one decode at a time, and a frame that arrives meanwhile replaces
-    // the one waiting.
-    this.pending = data;
-    if (!this.decoding) {
-      this.decodeWaiting();
+    } else {
+      this.decoder.push(data);
     }
   }
 
@@ -117,31 +134,16 @@ export class Tile {
     try {
       const config = JSON.parse(text);
       this.decoder.close();
-      this.decoder = decoderFor(config.codec);
+      this.decoder = this.newDecoder(config.codec);
       this.decoder.configure(config);
+      this.problem = null;
     } catch (error) {
-      this.showProblem(`cannot show this camera: ${error.message}`);
+      this.problem = `cannot show this camera: ${error.message}`;
     }
+    this.render();
   }
 
-  async decodeWaiting() {
-    this.decoding = true;
-    while (this.pending && !this.closed) {
-      const data = this.pending;
-      this.pending = null;
-      try {
-        const decoded = await this.decoder.decode(data);
-        if (decoded) {
-          this.draw(decoded);
-        }
-      } catch {
-        // A frame the browser cannot decode is skipped; the next one may be fine.
-      }
-    }
-    this.decoding = false;
-  }
-
-  draw({ picture, captureMs }) {
+  draw(picture, { captureMs }) {
     if (this.closed) {
       picture.close();
       return;
@@ -157,11 +159,10 @@ export class Tile {
     const now = Date.now();
     this.lastDrawnAt = now;
     this.drawn.push({ at: now, latencyMs: captureMs === null ? null : now - captureMs });
-    this.setConnectionState('open');
   }
 
-  lost(code, retryInMs) {
-    this.retryAt = retryInMs === null ? null : Date.now() + retryInMs;
+  lost(code, retryAt) {
+    this.retryAt = retryAt;
     this.setConnectionState(code === TOO_SLOW ? 'slow' : 'disconnected');
   }
 
@@ -170,17 +171,15 @@ export class Tile {
     this.render();
   }
 
-  showProblem(text) {
-    this.problem = text;
-    this.render();
-  }
-
   /** The tile's state and what it says, from the connection, the frames and the camera list. */
   render() {
     const now = Date.now();
     this.drawn = this.drawn.filter((frame) => now - frame.at <= STATS_WINDOW_MS);
     const [state, message] = this.describe(now);
-    this.element.dataset.state = state;
+    if (this.element.dataset.state !== state) {
+      this.element.dataset.state = state;
+      this.element.setAttribute('aria-label', `camera ${this.camera}, ${state}`);
+    }
     this.message.textContent = message;
     this.stats.textContent = state === 'live' ? this.statsText() : '';
   }
@@ -189,8 +188,9 @@ export class Tile {
     if (this.problem) {
       return ['offline', this.problem];
     }
-    const status = this.info?.status;
-    const retry = this.retryAt === null ? '' : `, again in ${Math.max(0, Math.ceil((this.retryAt - now) / 1000))} s`;
+    const retry = this.retryAt === null
+      ? ''
+      : `, again in ${Math.max(0, Math.ceil((this.retryAt - now) / 1000))} s`;
     switch (this.connectionState) {
       case 'paused':
         return ['paused', 'paused while not shown'];
@@ -206,13 +206,16 @@ export class Tile {
     if (this.info === null) {
       return ['offline', 'not listed by the server'];
     }
-    if (status === 'offline') {
-      return ['offline', `offline${lastSeen(this.info)}`];
+    if (this.info?.status === 'offline') {
+      const seen = this.lastSeenAt === null
+        ? ', no picture yet'
+        : `, last picture at ${new Date(this.lastSeenAt).toLocaleTimeString()}`;
+      return ['offline', `offline${seen}`];
     }
     if (now - this.lastDrawnAt <= STALE_AFTER_MS) {
       return ['live', ''];
     }
-    if (status === 'idle') {
+    if (this.info?.status === 'idle') {
       return ['idle', 'idle: waking the camera…'];
     }
     return ['connecting', 'waiting for a picture…'];
@@ -237,15 +240,14 @@ export class Tile {
   }
 }
 
-function lastSeen(info) {
-  if (info.last_frame_age_s === null || info.last_frame_age_s === undefined) {
-    return ', no picture yet';
-  }
-  const at = new Date(Date.now() - info.last_frame_age_s * 1000);
-  return `, last picture at ${at.toLocaleTimeString()}`;
-}
-
 function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** "2026-11-29T21-05-56" in the browser's own time zone, for file names. */
+function localTimestamp(date) {
+  const pad = (n) => String(n).padStart(2, '0');
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`
+    + `T${pad(date.getHours())}-${pad(date.getMinutes())}-${pad(date.getSeconds())}`;
 }

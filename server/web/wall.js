@@ -1,6 +1,8 @@
 // The wall of tiles: at most twelve, laid out to fill the window, remembered across reloads.
-// Tiles scrolled out of sight, and all of them while the page is hidden, take no frames.
+// Tiles scrolled out of sight, hidden under a tile in fullscreen, or on a page that is hidden,
+// take no frames.
 
+import { load, save } from './storage.js';
 import { Tile } from './tile.js';
 
 export const MAX_TILES = 12;
@@ -26,6 +28,10 @@ export class Wall {
       const pageVisible = document.visibilityState === 'visible';
       this.tiles.forEach((tile) => tile.setVisibility({ pageVisible }));
     });
+    document.addEventListener('fullscreenchange', () => {
+      const full = this.tileOf(document.fullscreenElement);
+      this.tiles.forEach((tile) => tile.setVisibility({ covered: Boolean(full) && tile !== full }));
+    });
   }
 
   /** Opens the tiles of the last visit. */
@@ -39,11 +45,21 @@ export class Wall {
 
   /** Opens `camera`, asking first if it is already open; refuses a thirteenth tile. */
   async open(camera) {
-    if (this.tiles.length >= MAX_TILES) {
+    const full = () => {
+      if (this.tiles.length < MAX_TILES) {
+        return false;
+      }
       this.say(`At most ${MAX_TILES} pictures at once: close one to open ${camera}.`, true);
+      return true;
+    };
+    if (full()) {
       return false;
     }
     if (this.tiles.some((tile) => tile.camera === camera) && !(await this.confirmDuplicate(camera))) {
+      return false;
+    }
+    // The wall may have filled while the question was open.
+    if (full()) {
       return false;
     }
     const tile = this.add(camera);
@@ -88,7 +104,7 @@ export class Wall {
     this.element.dataset.count = String(count);
     this.element.style.setProperty('--columns', String(columns));
     this.element.style.setProperty('--rows', String(Math.max(1, Math.ceil(count / columns))));
-    localStorage.setItem(STORE_KEY, JSON.stringify(this.tiles.map((tile) => tile.camera)));
+    save(STORE_KEY, JSON.stringify(this.tiles.map((tile) => tile.camera)));
   }
 
   tileOf(element) {
@@ -98,7 +114,7 @@ export class Wall {
 
 function loadStored() {
   try {
-    const stored = JSON.parse(localStorage.getItem(STORE_KEY) ?? '[]');
+    const stored = JSON.parse(load(STORE_KEY) ?? '[]');
     return Array.isArray(stored) ? stored.filter((camera) => typeof camera === 'string') : [];
   } catch {
     return [];

@@ -46,6 +46,9 @@ impl Browser {
                 "--disable-sync",
                 "--disable-extensions",
                 "--remote-debugging-port=0",
+                // A name for the test server that is not a "potentially trustworthy" origin
+                // (as 127.0.0.1 is): browsers treat a LAN address like this, not like localhost.
+                "--host-resolver-rules=MAP ringcast.test 127.0.0.1",
             ])
             .arg(format!("--window-size={width},{height}"))
             .arg(format!("--user-data-dir={}", profile.path().display()))
@@ -177,6 +180,36 @@ impl Browser {
         self.call("Runtime.getHeapUsage", json!({}))["usedSize"]
             .as_f64()
             .expect("heap usage") as u64
+    }
+
+    /// How many objects made by `constructor` (a global: `WebSocket`, `HTMLCanvasElement`) the
+    /// page still holds, after a full garbage collection.
+    pub fn live_objects(&mut self, constructor: &str) -> u64 {
+        // The objects found stay referenced by the DevTools session until their group is
+        // released: without that, each count would keep alive what the last one found.
+        let group = json!("ringcast-count");
+        self.call("HeapProfiler.collectGarbage", json!({}));
+        let prototype = self.call(
+            "Runtime.evaluate",
+            json!({ "expression": format!("{constructor}.prototype"), "objectGroup": group }),
+        );
+        let found = self.call(
+            "Runtime.queryObjects",
+            json!({ "prototypeObjectId": prototype["result"]["objectId"], "objectGroup": group }),
+        );
+        let count = self.call(
+            "Runtime.callFunctionOn",
+            json!({
+                "objectId": found["objects"]["objectId"],
+                "functionDeclaration": "function () { return this.length; }",
+                "returnByValue": true,
+            }),
+        );
+        self.call(
+            "Runtime.releaseObjectGroup",
+            json!({ "objectGroup": group }),
+        );
+        count["result"]["value"].as_u64().expect("a count")
     }
 
     /// URLs the page requested (HTTP and WebSocket) since it was opened.

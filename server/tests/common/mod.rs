@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -13,8 +15,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringbuf::frame::{insert_timing, read_timing, FrameTiming};
-
-pub mod browser;
 use ringbuf::{CameraId, Clock, RingGeometry, RingWriter, SystemClock, VideoFormat};
 
 pub const DEADLINE: Duration = Duration::from_secs(20);
