@@ -36,7 +36,11 @@ pub enum Split {
 pub struct JpegSplitter {
     buf: Vec<u8>,
     state: State,
-    /// Where parsing continues; the current frame (if any) starts at 0.
+    /// Where the current frame (or the search for one) starts in `buf`; what is before it is
+    /// done with, and is dropped in bulk by [`push`](Self::push), not frame by frame, so that a
+    /// stream of many tiny frames costs time in proportion to its bytes.
+    start: usize,
+    /// Where parsing continues in `buf`.
     pos: usize,
     /// A frame that grows past this many bytes is cut off as broken (and the scan resyncs on
     /// the next SOI), so a stream that never ends a frame cannot fill memory.
@@ -49,18 +53,26 @@ impl JpegSplitter {
         JpegSplitter {
             buf: Vec::new(),
             state: State::Searching,
+            start: 0,
             pos: 0,
             limit: max_frame_bytes.saturating_add(LIMIT_SLACK),
         }
     }
 
     pub fn push(&mut self, data: &[u8]) {
+        // Dropping what is done once it is at least half the buffer keeps each byte moved a
+        // bounded number of times.
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.pos -= self.start;
+            self.start = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// Bytes held that are not yet a complete frame.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next complete (or broken) frame in what was pushed so far.
@@ -89,33 +101,35 @@ impl JpegSplitter {
         }
     }
 
-    /// The frame so far as broken if `size` (its length) is past the limit; the scan then
+    /// The frame so far, up to `end`, as broken if it is longer than the limit; the scan then
     /// resyncs after what was consumed.
-    fn cut_oversized(&mut self, size: usize) -> Option<Split> {
-        (size > self.limit).then(|| Split::Broken(self.take(size)))
+    fn cut_oversized(&mut self, end: usize) -> Option<Split> {
+        (end - self.start > self.limit).then(|| Split::Broken(self.take(end)))
     }
 
-    /// Drops everything before the next SOI; `false` if there is none yet.
+    /// Skips everything before the next SOI; `false` if there is none yet.
     fn find_soi(&mut self) -> bool {
-        let mut from = 0;
+        let mut from = self.start;
         while let Some(i) = memchr(0xFF, &self.buf[from..]) {
             let at = from + i;
             match self.buf.get(at + 1) {
                 Some(0xD8) => {
-                    self.buf.drain(..at);
-                    self.pos = 2;
+                    self.start = at;
+                    self.pos = at + 2;
                     self.state = State::Segments;
                     return true;
                 }
                 Some(_) => from = at + 1,
                 None => {
                     // Keep a trailing 0xFF: it may be the first half of an SOI.
-                    self.buf.drain(..at);
+                    self.start = at;
+                    self.pos = at;
                     return false;
                 }
             }
         }
-        self.buf.clear();
+        self.start = self.buf.len();
+        self.pos = self.start;
         false
     }
 
@@ -173,12 +187,13 @@ impl JpegSplitter {
         Some(Step::Continue)
     }
 
-    /// Removes the first `end` bytes as one frame and starts searching after them.
+    /// The bytes from the frame's start up to `end` as one frame; the search goes on after it.
     fn take(&mut self, end: usize) -> Vec<u8> {
         let end = end.min(self.buf.len());
-        let frame: Vec<u8> = self.buf.drain(..end).collect();
+        let frame = self.buf[self.start..end].to_vec();
+        self.start = end;
+        self.pos = end;
         self.state = State::Searching;
-        self.pos = 0;
         frame
     }
 }
@@ -244,6 +259,27 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_of_tiny_frames_splits_into_every_one_and_keeps_little() {
+        let tiny = [0xFF, 0xD8, 0xFF, 0xD9];
+        let stream = tiny.repeat(128 << 10);
+        let mut splitter = JpegSplitter::new(1 << 20);
+        let mut frames = 0;
+        for piece in stream.chunks(64 << 10) {
+            splitter.push(piece);
+            while let Some(split) = splitter.next_frame() {
+                assert_eq!(split, Split::Frame(tiny.to_vec()));
+                frames += 1;
+            }
+            assert_eq!(splitter.buffered(), 0);
+            assert!(
+                splitter.buf.len() <= 2 * (64 << 10),
+                "what was consumed is dropped"
+            );
+        }
+        assert_eq!(frames, 128 << 10);
+    }
+
+    #[test]
     fn a_truncated_frame_is_reported_broken_and_the_next_one_still_arrives() {
         let mut stream = jpeg(1);
         stream.truncate(15);
@@ -265,7 +301,7 @@ mod tests {
         for _ in 0..200 {
             splitter.push(&zeros);
             match splitter.next_frame() {
-                None => assert_eq!(splitter.pos, splitter.buffered(), "rescans from the start"),
+                None => assert_eq!(splitter.pos, splitter.buf.len(), "rescans from the start"),
                 Some(Split::Broken(bytes)) => {
                     assert!(bytes.len() <= max + LIMIT_SLACK + zeros.len());
                     broken += 1;

@@ -34,6 +34,10 @@ pub struct Request {
     /// What the browser will use the response for (`image` for an `<img>`).
     pub fetch_dest: Option<String>,
     pub accept: Option<String>,
+    pub host: Option<String>,
+    /// Where a browser's page came from (`scheme://host[:port]`); clients that are not browsers
+    /// send none.
+    pub origin: Option<String>,
 }
 
 impl Request {
@@ -45,13 +49,14 @@ impl Request {
             .map(|(_, value)| value.into_owned())
     }
 
-    /// The token the client presents: `?token=` or `Authorization: Bearer`.
+    /// The token the client presents: `?token=` or `Authorization: Bearer` (the scheme in any
+    /// case, RFC 9110 11.1).
     pub fn presented_token(&self) -> Option<String> {
         self.query_param("token").or_else(|| {
-            self.authorization
-                .as_deref()
-                .and_then(|a| a.strip_prefix("Bearer "))
-                .map(|t| t.trim().to_owned())
+            let (scheme, token) = self.authorization.as_deref()?.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
         })
     }
 }
@@ -142,6 +147,8 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Request, usize)>, HeadError> {
             "if-none-match" => &mut request.if_none_match,
             "sec-fetch-dest" => &mut request.fetch_dest,
             "accept" => &mut request.accept,
+            "host" => &mut request.host,
+            "origin" => &mut request.origin,
             _ => continue,
         };
         *slot = Some(value()?);

@@ -20,6 +20,8 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A text message that is not UTF-8 (RFC 6455 8.1).
+    pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
     /// The viewer did not take frames for `--stall-timeout` (DESIGN.md).
@@ -168,6 +170,8 @@ pub enum ReadError {
     Protocol(String),
     #[error("message of {len} bytes is larger than the {max} allowed")]
     TooLarge { len: u64, max: usize },
+    #[error("a text message that is not UTF-8")]
+    NotUtf8,
 }
 
 impl ReadError {
@@ -177,6 +181,7 @@ impl ReadError {
             ReadError::Eof | ReadError::Io(_) => None,
             ReadError::Protocol(why) => Some((close::PROTOCOL_ERROR, why.clone())),
             ReadError::TooLarge { .. } => Some((close::TOO_BIG, self.to_string())),
+            ReadError::NotUtf8 => Some((close::INVALID_PAYLOAD, self.to_string())),
         }
     }
 }
@@ -193,6 +198,35 @@ pub struct WsReader<R> {
 const READ_CHUNK: usize = 512;
 
 impl<R: AsyncReadRent> WsReader<R> {
+    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            if let Some(message) = self.next_buffered()? {
+                return Ok(message);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn fill(&mut self) -> Result<(), ReadError> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(READ_CHUNK);
+        let len = self.buf.len();
+        let buf = std::mem::take(&mut self.buf);
+        let (result, slice) = self.io.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        match result? {
+            0 => Err(ReadError::Eof),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The reader's synchronous core, which works on the bytes read so far (and which the fuzz
+/// targets drive with bytes of their own).
+impl<R> WsReader<R> {
     /// `already` holds bytes read past the HTTP head; `max_message` bounds every message.
     pub fn new(io: R, already: Vec<u8>, max_message: usize) -> WsReader<R> {
         WsReader {
@@ -204,15 +238,14 @@ impl<R: AsyncReadRent> WsReader<R> {
         }
     }
 
-    pub async fn next(&mut self) -> Result<Incoming, ReadError> {
-        loop {
-            while let Some((header, payload)) = self.parse_frame()? {
-                if let Some(message) = self.assemble(header, payload)? {
-                    return Ok(message);
-                }
+    /// The next whole message among the bytes read so far, if they hold one.
+    pub fn next_buffered(&mut self) -> Result<Option<Incoming>, ReadError> {
+        while let Some((header, payload)) = self.parse_frame()? {
+            if let Some(message) = self.assemble(header, payload)? {
+                return Ok(Some(message));
             }
-            self.fill().await?;
         }
+        Ok(None)
     }
 
     fn parse_frame(&mut self) -> Result<Option<(FrameHeader, Vec<u8>)>, ReadError> {
@@ -276,7 +309,7 @@ impl<R: AsyncReadRent> WsReader<R> {
                 };
                 joined.extend_from_slice(&payload);
                 if header.is_final {
-                    Ok(Some(message(kind, joined)))
+                    message(kind, joined).map(Some)
                 } else {
                     self.partial = Some((kind, joined));
                     Ok(None)
@@ -292,7 +325,7 @@ impl<R: AsyncReadRent> WsReader<R> {
                     ));
                 }
                 if header.is_final {
-                    Ok(Some(message(kind, payload)))
+                    message(kind, payload).map(Some)
                 } else {
                     self.partial = Some((kind, payload));
                     Ok(None)
@@ -300,27 +333,11 @@ impl<R: AsyncReadRent> WsReader<R> {
             }
         }
     }
-
-    async fn fill(&mut self) -> Result<(), ReadError> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.reserve(READ_CHUNK);
-        let len = self.buf.len();
-        let buf = std::mem::take(&mut self.buf);
-        let (result, slice) = self.io.read(buf.slice_mut(len..)).await;
-        self.buf = slice.into_inner();
-        match result? {
-            0 => Err(ReadError::Eof),
-            _ => Ok(()),
-        }
-    }
 }
 
 /// The code of a peer's close frame (`None`: it sent none). RFC 6455 7.4: a one-byte payload,
 /// a code no endpoint may send, or a reason that is not UTF-8 is a protocol error.
-fn parse_close(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+pub fn parse_close(payload: &[u8]) -> Result<Option<u16>, ReadError> {
     match payload {
         [] => Ok(None),
         [_] => Err(ReadError::Protocol("close payload of one byte".into())),
@@ -343,10 +360,11 @@ pub fn echo_close_code(code: Option<u16>) -> u16 {
     code.unwrap_or(close::NORMAL)
 }
 
-fn message(kind: Data, payload: Vec<u8>) -> Incoming {
+fn message(kind: Data, payload: Vec<u8>) -> Result<Incoming, ReadError> {
     match kind {
-        Data::Text => Incoming::Text(payload),
-        _ => Incoming::Binary(payload),
+        Data::Text if std::str::from_utf8(&payload).is_err() => Err(ReadError::NotUtf8),
+        Data::Text => Ok(Incoming::Text(payload)),
+        _ => Ok(Incoming::Binary(payload)),
     }
 }
 

@@ -76,12 +76,21 @@ fn viewers_need_the_token_when_one_is_set() {
         (response.status == 200 && String::from_utf8_lossy(&response.body).contains("cam1"))
             .then_some(())
     });
-    let bearer = raw_request(
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let bearer = raw_request(
+            server.port,
+            format!("GET /cameras_list HTTP/1.1\r\nAuthorization: {scheme} s3cret\r\n\r\n")
+                .as_bytes(),
+        )
+        .expect("answered");
+        assert_eq!(bearer.status, 200, "scheme {scheme}");
+    }
+    let basic = raw_request(
         server.port,
-        b"GET /cameras_list HTTP/1.1\r\nAuthorization: Bearer s3cret\r\n\r\n",
+        b"GET /cameras_list HTTP/1.1\r\nAuthorization: Basic s3cret\r\n\r\n",
     )
     .expect("answered");
-    assert_eq!(bearer.status, 200);
+    assert_eq!(basic.status, 401);
     let mut ws = ws_connect(server.port, "/ws/cam1?token=s3cret");
     next_binary(&mut ws);
     assert_eq!(server.get("/").status, 401);

@@ -1,4 +1,5 @@
-//! A viewer's close frame is checked: a valid code is echoed, a bad one answered with 1002.
+//! What a viewer sends is checked: a valid close code is echoed, a bad one answered with 1002, a
+//! text message that is not UTF-8 with 1007.
 
 mod common;
 use common::*;
@@ -10,6 +11,12 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// Opens a WebSocket by hand (so any close payload can be sent), sends a masked close frame with
 /// `payload`, and returns the code of the server's close frame.
 fn close_answer(port: u16, payload: &[u8]) -> Option<u16> {
+    answer_to_frame(port, 0x88, payload)
+}
+
+/// Opens a WebSocket by hand, sends one masked frame (`first_byte`: FIN and opcode) with
+/// `payload`, and returns the code of the server's close frame.
+fn answer_to_frame(port: u16, first_byte: u8, payload: &[u8]) -> Option<u16> {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
     let request = format!(
@@ -17,10 +24,10 @@ fn close_answer(port: u16, payload: &[u8]) -> Option<u16> {
     );
     stream.write_all(request.as_bytes()).expect("upgrade");
     let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![0x88, 0x80 | payload.len() as u8];
+    let mut frame = vec![first_byte, 0x80 | payload.len() as u8];
     frame.extend_from_slice(&mask);
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    stream.write_all(&frame).expect("close frame");
+    stream.write_all(&frame).expect("a frame");
     let mut received = Vec::new();
     let _ = stream.read_to_end(&mut received);
     let head_end = received
@@ -78,5 +85,17 @@ fn valid_close_codes_are_echoed_and_invalid_ones_get_1002() {
         close_answer(port, &bad_reason),
         Some(1002),
         "non-UTF-8 reason"
+    );
+}
+
+#[test]
+fn a_text_message_that_is_not_utf8_is_answered_with_1007() {
+    let dir = temp_ring_dir();
+    let _feeder = Feeder::start(dir.path(), "cam1", 5);
+    let server = Server::start(dir.path(), 1, &[]);
+    wait_camera_listed(&server, "cam1");
+    assert_eq!(
+        answer_to_frame(server.port, 0x81, &[0xC3, 0x28]),
+        Some(1007)
     );
 }
