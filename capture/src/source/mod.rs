@@ -7,7 +7,7 @@
 
 mod byte_stream;
 mod ffmpeg;
-pub(crate) mod http;
+pub mod http;
 mod stdin;
 mod test_pattern;
 pub mod v4l2;
