@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::dir::{demand_path, ensure_ring_dir, open_regular, reserve_space, Access};
+use crate::dir::{demand_path, ensure_ring_dir, open_regular, reserve_space, ring_path, Access};
 use crate::futex;
 use crate::mapping::{Atomics, Mapping};
 use crate::sync::acquire_u32;
@@ -105,6 +105,8 @@ impl Mapped {
 /// is missing.
 pub struct DemandFile {
     path: PathBuf,
+    /// The ring the demand is for: a demand file removed after its ring is not made again.
+    ring: PathBuf,
     current: RwLock<Arc<Mapped>>,
     /// CLOCK_MONOTONIC ns of the last check that the path still names the mapped file.
     path_checked: AtomicU64,
@@ -117,6 +119,7 @@ impl DemandFile {
         let mapped = map_file(&path)?;
         Ok(Arc::new(DemandFile {
             path,
+            ring: ring_path(dir, camera),
             current: RwLock::new(Arc::new(mapped)),
             path_checked: AtomicU64::new(SystemClock.mono().0),
         }))
@@ -124,6 +127,12 @@ impl DemandFile {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The mapping as it is, never made anew (for a cell withdrawing: a demand file removed on
+    /// purpose must not come back for it).
+    fn current(&self) -> Arc<Mapped> {
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The mapping to use now: the current one, or a new one if the file was truncated,
@@ -156,7 +165,19 @@ impl DemandFile {
         if !Arc::ptr_eq(&current, &stale) {
             return Arc::clone(&current);
         }
+        // A demand file serves a ring. Once the ring is gone (an ingest camera forgotten:
+        // `forget_abandoned_ingest_camera` removes the ring, then the demand file), a process
+        // still holding the old mapping must not bring the demand file back as an orphan.
+        if !self.ring.exists() {
+            return stale;
+        }
         match map_file(&self.path) {
+            // The ring went while the file was made, perhaps after its demand file was removed:
+            // take back what was made. Made before the ring went, the remover removes it.
+            Ok(fresh) if !self.ring.exists() => {
+                remove_if_same(&self.path, fresh.identity);
+                stale
+            }
             Ok(fresh) => {
                 *current = Arc::new(fresh);
                 Arc::clone(&current)
@@ -272,7 +293,7 @@ impl DemandCell {
 
 impl Drop for DemandCell {
     fn drop(&mut self) {
-        let mapped = self.file.mapped();
+        let mapped = self.file.current();
         let cell = &mapped.page().cells[self.index.load(Relaxed)];
         if cell.pid.load(Acquire) != std::process::id() {
             return;
@@ -333,6 +354,13 @@ fn is_demand_file(mapped: &Mapped) -> bool {
             header.cell_count.store(CELLS as u32, Relaxed);
         });
     header.magic.load(Acquire) == MAGIC
+}
+
+/// Removes the file at `path` if it is still the one with `identity` (device, inode).
+fn remove_if_same(path: &Path, identity: (u64, u64)) {
+    if fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == identity) {
+        let _ = fs::remove_file(path);
+    }
 }
 
 /// Puts a new, empty demand file at `path` in one step (readers never see a half-made one).

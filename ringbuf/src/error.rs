@@ -17,6 +17,9 @@ pub enum Error {
     #[error("{}: not a regular file", path.display())]
     NotAFile { path: PathBuf },
 
+    #[error("{}: a capture on this host writes this camera; ingest may not", path.display())]
+    LocalCamera { path: PathBuf },
+
     #[error("ring directory {}: no space for a file of {}{}: free space on that file system, or make the ring smaller", dir.display(), size(*needed), free_suffix(*free))]
     NoSpace {
         dir: PathBuf,

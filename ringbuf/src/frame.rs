@@ -12,6 +12,11 @@ pub const EOI: [u8; 2] = [0xFF, 0xD9];
 const COM: u8 = 0xFE;
 const TIMING_PREFIX: &[u8] = b"ringcast ";
 
+/// The most bytes [`insert_timing`] adds to a frame: the segment's marker and length, and its
+/// text with both numbers at their longest (20 digits each). A ring meant for frames of up to N
+/// bytes as they come needs slots of N plus this.
+pub const TIMING_SEGMENT_MAX: usize = 4 + "ringcast frame= capture_ns=".len() + 2 * 20;
+
 /// Why bytes are not accepted as a JPEG frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JpegError {
@@ -137,6 +142,17 @@ mod tests {
         assert_eq!(&out[..2], &SOI);
         assert!(out.ends_with(&TINY[2..]));
         check_jpeg(&out).unwrap();
+    }
+
+    #[test]
+    fn the_timing_segment_never_adds_more_than_its_maximum() {
+        let mut out = Vec::new();
+        let longest = FrameTiming {
+            frame_no: FrameNo(u64::MAX),
+            capture: WallNanos(u64::MAX),
+        };
+        insert_timing(TINY, longest, &mut out).unwrap();
+        assert_eq!(out.len(), TINY.len() + TIMING_SEGMENT_MAX);
     }
 
     #[test]

@@ -65,4 +65,7 @@ pub use reader::{OfflineReason, RingInfo, RingReader, WriterStatus, RECHECK_EVER
 #[cfg(not(loom))]
 pub use watcher::RingWatcher;
 #[cfg(not(loom))]
-pub use writer::{RingWriter, VideoFormat, WriterState};
+pub use writer::{
+    forget_abandoned_ingest_camera, ingest_may_write, RingWriter, VideoFormat, WriterKind,
+    WriterState,
+};

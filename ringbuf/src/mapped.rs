@@ -75,7 +75,16 @@ pub(crate) struct RingHeader {
     pub(crate) frames_rejected: AtomicU64,
     /// How many writers have opened this file (1 for a fresh file; more after restarts).
     pub(crate) writer_starts: AtomicU64,
+    /// Who writes this camera: [`KIND_LOCAL`] or [`KIND_INGEST`]; 0 in files made before the
+    /// field existed, which count as local.
+    pub(crate) writer_kind: AtomicU32,
+    pub(crate) _reserved: AtomicU32,
 }
+
+/// `writer_kind`: a capture process on this host.
+pub(crate) const KIND_LOCAL: u32 = 1;
+/// `writer_kind`: a server worker writing what a remote camera sends (ingest).
+pub(crate) const KIND_INGEST: u32 = 2;
 
 // SAFETY: atomic integers and an array of them only (`repr(C)`, no padding: checked below).
 unsafe impl Atomics for RingHeader {}
@@ -84,7 +93,7 @@ unsafe impl Atomics for RingHeader {}
 unsafe impl Atomics for SlotMeta {}
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() <= HEADER_SIZE);
-const _: () = assert!(std::mem::size_of::<RingHeader>() == 152);
+const _: () = assert!(std::mem::size_of::<RingHeader>() == 160);
 const _: () = assert!(std::mem::size_of::<SlotMeta>() == 8 * 8);
 const _: () = assert!(SLOT_META_SIZE == SLOT_ALIGN);
 

@@ -21,7 +21,7 @@ use crate::seqlock::{Cursor, FrameMeta, Read, ReaderStats};
 use crate::sync::{acquire_u32, acquire_u64};
 use crate::types::{Clock, MonoNanos, SystemClock};
 use crate::wakeup::observe;
-use crate::writer::VideoFormat;
+use crate::writer::{VideoFormat, WriterKind};
 use crate::{CameraId, Error, FrameNo};
 
 /// Whether a ring's writer is there, as a reader judges it.
@@ -73,6 +73,7 @@ pub struct RingInfo {
     pub bytes_published: u64,
     pub frames_rejected: u64,
     pub writer_starts: u64,
+    pub writer_kind: WriterKind,
 }
 
 /// How long [`RingReader::next_timeout`] sleeps at a time before it asks the file system
@@ -228,6 +229,7 @@ impl RingReader {
             bytes_published: h.bytes_published.load(Relaxed),
             frames_rejected: h.frames_rejected.load(Relaxed),
             writer_starts: h.writer_starts.load(Relaxed),
+            writer_kind: WriterKind::from_raw(h.writer_kind.load(Relaxed)),
         }
     }
 

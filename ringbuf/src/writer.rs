@@ -10,12 +10,12 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::dir::{ensure_ring_dir, open_regular, reserve_space, ring_path, Access};
+use crate::dir::{demand_path, ensure_ring_dir, open_regular, reserve_space, ring_path, Access};
 use crate::futex;
 use crate::mapped::{
     header_of, map_header, write_camera, Layout, MapAccess, MappedRing, RingGeometry, RingHeader,
-    FORMAT_JPEG, HEADER_SIZE, LAYOUT_VERSION, MAGIC, STATE_IDLE, STATE_OFFLINE, STATE_REPLACED,
-    STATE_SOURCE_DOWN, STATE_STREAMING,
+    FORMAT_JPEG, HEADER_SIZE, KIND_INGEST, KIND_LOCAL, LAYOUT_VERSION, MAGIC, STATE_IDLE,
+    STATE_OFFLINE, STATE_REPLACED, STATE_SOURCE_DOWN, STATE_STREAMING,
 };
 use crate::seqlock;
 use crate::types::{Clock, MonoNanos, SystemClock};
@@ -39,6 +39,34 @@ pub struct VideoFormat {
     pub height: u32,
     /// Nominal frames per second, in thousandths (29.97 fps = 29970).
     pub fps_milli: u32,
+}
+
+/// Who writes a camera's ring, as the ring file says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriterKind {
+    /// A capture process on this host (files from before writers were told apart count as
+    /// this).
+    Local,
+    /// A server worker writing what a remote camera sends it (ingest).
+    Ingest,
+}
+
+impl WriterKind {
+    fn raw(self) -> u32 {
+        match self {
+            WriterKind::Local => KIND_LOCAL,
+            WriterKind::Ingest => KIND_INGEST,
+        }
+    }
+
+    pub(crate) fn from_raw(raw: u32) -> WriterKind {
+        if raw == KIND_INGEST {
+            WriterKind::Ingest
+        } else {
+            WriterKind::Local
+        }
+    }
 }
 
 /// What a live writer tells readers about its camera.
@@ -78,6 +106,7 @@ pub struct RingWriter {
     lock: Flock<File>,
     path: PathBuf,
     camera: CameraId,
+    kind: WriterKind,
     head: FrameNo,
     /// What readers have been told, kept here so that a new file can say it again.
     state: WriterState,
@@ -99,13 +128,34 @@ impl RingWriter {
         camera: &CameraId,
         geometry: RingGeometry,
     ) -> Result<RingWriter, Error> {
+        RingWriter::create_as(dir, camera, geometry, WriterKind::Local)
+    }
+
+    /// [`create`](Self::create) for a remote camera's frames (ingest): the same, except that a
+    /// ring a capture on this host writes (or wrote: it may be restarting) is never taken over,
+    /// [`Error::LocalCamera`].
+    pub fn create_for_ingest(
+        dir: &Path,
+        camera: &CameraId,
+        geometry: RingGeometry,
+    ) -> Result<RingWriter, Error> {
+        RingWriter::create_as(dir, camera, geometry, WriterKind::Ingest)
+    }
+
+    fn create_as(
+        dir: &Path,
+        camera: &CameraId,
+        geometry: RingGeometry,
+        kind: WriterKind,
+    ) -> Result<RingWriter, Error> {
         let layout = Layout::for_geometry(geometry)?;
         ensure_ring_dir(dir)?;
         let path = ring_path(dir, camera);
+        let claim = Claim { camera, kind };
         for _ in 0..CREATE_ATTEMPTS {
             let opened = open_regular(&path, Access::ReadWrite);
             let attempt = match opened {
-                Ok(file) => take_over(file, &path, camera, layout)?,
+                Ok(file) => take_over(file, &path, &claim, layout)?,
                 Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     let fresh = NewRing {
                         camera,
@@ -117,7 +167,7 @@ impl RingWriter {
                     prepared
                         .link_if_absent(&path)?
                         .then(|| prepared.into_ring())
-                        .map(|(ring, lock)| RingWriter::start(ring, lock, &path, camera))
+                        .map(|(ring, lock)| RingWriter::start(ring, lock, &path, &claim))
                 }
                 Err(e) => return Err(e),
             };
@@ -131,13 +181,14 @@ impl RingWriter {
     }
 
     /// Claims a ring whose lock we hold: records our pid, resumes after the last published frame.
-    fn start(ring: MappedRing, lock: Flock<File>, path: &Path, camera: &CameraId) -> RingWriter {
+    fn start(ring: MappedRing, lock: Flock<File>, path: &Path, claim: &Claim<'_>) -> RingWriter {
         let head = FrameNo(ring.header().head.load(Relaxed));
         let mut writer = RingWriter {
             ring,
             lock,
             path: path.to_owned(),
-            camera: camera.clone(),
+            camera: claim.camera.clone(),
+            kind: claim.kind,
             head,
             state: WriterState::Streaming,
             format: VideoFormat::default(),
@@ -153,6 +204,7 @@ impl RingWriter {
         let header = self.ring.header();
         header.writer_pid.store(std::process::id(), Relaxed);
         header.writer_starts.fetch_add(1, Relaxed);
+        header.writer_kind.store(self.kind.raw(), Relaxed);
         header.heartbeat.store(SystemClock.mono().0, Relaxed);
         header.writer_state.store(self.state.raw(), Relaxed);
         store_format(header, self.format);
@@ -403,12 +455,19 @@ fn retire_file(file: &File, path: &Path) {
 
 /// Locks an existing file and, if it is still the one at `path`, takes it over.
 /// `Ok(None)`: the file was replaced or removed meanwhile; try again.
+/// Which camera a writer claims, and as whom.
+struct Claim<'a> {
+    camera: &'a CameraId,
+    kind: WriterKind,
+}
+
 fn take_over(
     file: File,
     path: &Path,
-    camera: &CameraId,
+    claim: &Claim<'_>,
     layout: Layout,
 ) -> Result<Option<RingWriter>, Error> {
+    let camera = claim.camera;
     let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -435,12 +494,20 @@ fn take_over(
             .ok()
             .map(|(found, found_camera)| (found, found_camera, header_of(page)))
     });
+    if let Some((_, _, header)) = &found {
+        let found_kind = WriterKind::from_raw(header.writer_kind.load(Relaxed));
+        if claim.kind == WriterKind::Ingest && found_kind != WriterKind::Ingest {
+            return Err(Error::LocalCamera {
+                path: path.to_owned(),
+            });
+        }
+    }
     if let Some((found, found_camera, _)) = &found {
         if found.geometry() == layout.geometry() && found_camera == camera {
             // A file from before space was reserved (or with holes punched) gets it now.
             reserve_space(&lock, layout.file_size as u64, path)?;
             let ring = MappedRing::map(&lock, layout, MapAccess::Write, path)?;
-            return Ok(Some(RingWriter::start(ring, lock, path, camera)));
+            return Ok(Some(RingWriter::start(ring, lock, path, claim)));
         }
     }
     // A ring of another geometry or camera keeps its numbering going, so viewers see no
@@ -462,7 +529,7 @@ fn take_over(
     if let Some(header) = old_header {
         retire(header);
     }
-    Ok(Some(RingWriter::start(ring, new_lock, path, camera)))
+    Ok(Some(RingWriter::start(ring, new_lock, path, claim)))
 }
 
 /// What a new ring file starts with.
@@ -621,4 +688,77 @@ fn pid_in(file: &File, path: &Path) -> Option<u32> {
         return None;
     }
     Some(header.writer_pid.load(Relaxed)).filter(|&pid| pid != 0)
+}
+
+/// Whether ingest may write `camera` now: it has no ring, or an ingest ring no live writer
+/// holds. A check before answering a remote camera; [`RingWriter::create_for_ingest`] decides.
+pub fn ingest_may_write(dir: &Path, camera: &CameraId) -> Result<(), Error> {
+    let path = ring_path(dir, camera);
+    let file = match open_regular(&path, Access::ReadOnly) {
+        Ok(file) => file,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if let Some(kind) = kind_of(&file, &path) {
+        if kind != WriterKind::Ingest {
+            return Err(Error::LocalCamera { path });
+        }
+    }
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        Ok(_free) => Ok(()),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::WriterBusy {
+            pid: pid_in(&file, &path),
+            path,
+        }),
+        Err((_, errno)) => Err(Error::io(&path)(errno.into())),
+    }
+}
+
+/// Removes the ring and demand files of an ingest camera that no writer has kept alive for
+/// `gone_for` (its heartbeat is that old and nobody holds the ring), so that lists do not fill
+/// with cameras that left. Returns whether it removed them; a local camera's ring is never
+/// touched.
+pub fn forget_abandoned_ingest_camera(
+    dir: &Path,
+    camera: &CameraId,
+    gone_for: std::time::Duration,
+) -> Result<bool, Error> {
+    let path = ring_path(dir, camera);
+    let file = match open_regular(&path, Access::ReadWrite) {
+        Ok(file) => file,
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(false)
+        }
+        Err(e) => return Err(e),
+    };
+    // Held while the files go, so that no writer can take the ring meanwhile.
+    let Ok(lock) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        return Ok(false);
+    };
+    if !still_at(&lock, &path) || kind_of(&lock, &path) != Some(WriterKind::Ingest) {
+        return Ok(false);
+    }
+    let page = map_header(&lock, MapAccess::Read, &path)?;
+    let heartbeat = MonoNanos(header_of(&page).heartbeat.load(Relaxed));
+    if SystemClock.mono().since(heartbeat) < gone_for {
+        return Ok(false);
+    }
+    fs::remove_file(&path).map_err(Error::io(&path))?;
+    let demand = demand_path(dir, camera);
+    match fs::remove_file(&demand) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(&demand)(e)),
+        _ => Ok(true),
+    }
+}
+
+/// The writer kind a valid ring file says; `None` for a file that is not a ring.
+fn kind_of(file: &File, path: &Path) -> Option<WriterKind> {
+    let len = file.metadata().ok()?.len();
+    if len < HEADER_SIZE as u64 {
+        return None;
+    }
+    let page = map_header(file, MapAccess::Read, path).ok()?;
+    let header = header_of(&page);
+    Layout::validate(header, len, path).ok()?;
+    Some(WriterKind::from_raw(header.writer_kind.load(Relaxed)))
 }

@@ -16,7 +16,7 @@
 //! | 40 | camera [u8; 32], NUL-padded | | 128 | bytes_published u64 |
 //! | 72 | width u32 | | 136 | frames_rejected u64 |
 //! | 76 | height u32 | | 144 | writer_starts u64 |
-//! | 80 | fps_milli u32 | | | |
+//! | 80 | fps_milli u32 | | 152 | writer_kind u32 (1 local, 2 ingest) |
 //!
 //! Slot `i` starts at `4096 + i * stride`, `stride = 64 + slot_size` rounded up to 64: `seq` u64
 //! at +0 (`2n - 1` while frame `n` is written, `2n` once complete), `len` at +8, capture time at
@@ -56,6 +56,7 @@ const CAMERA_FIELD: u64 = 40;
 const WRITER_PID: u64 = 88;
 const HEAD: u64 = 104;
 const WRITER_STARTS: u64 = 144;
+const WRITER_KIND: u64 = 152;
 
 const SEQ: u64 = 0;
 const LEN: u64 = 8;
@@ -160,6 +161,7 @@ fn the_documented_offsets_match_a_real_ring() {
     assert_eq!(peek_u32(&path, WRITER_PID), std::process::id());
     assert_eq!(peek_u64(&path, HEAD), 3);
     assert_eq!(peek_u64(&path, WRITER_STARTS), 1);
+    assert_eq!(peek_u32(&path, WRITER_KIND), 1);
     for n in 1..=3u64 {
         let slot = slot_offset(n);
         assert_eq!(peek_u64(&path, slot + SEQ), 2 * n);
@@ -553,5 +555,22 @@ fn a_writer_replaces_a_damaged_or_foreign_file() {
         let mut buf = Vec::new();
         assert_eq!(reader.newest(&mut buf).unwrap().frame_no, frame, "{what}");
         assert_eq!(buf, b"fresh", "{what}");
+    }
+}
+
+#[test]
+fn an_unknown_writer_kind_counts_as_a_local_camera_that_ingest_never_takes() {
+    let (dir, path) = real_ring();
+    let camera = CameraId::new(CAMERA).unwrap();
+    for forged in [0u32, 3, u32::MAX] {
+        poke_u32(&path, WRITER_KIND, forged);
+        assert!(matches!(
+            ringbuf::ingest_may_write(dir.path(), &camera),
+            Err(Error::LocalCamera { .. })
+        ));
+        assert!(matches!(
+            RingWriter::create_for_ingest(dir.path(), &camera, GEOMETRY),
+            Err(Error::LocalCamera { .. })
+        ));
     }
 }

@@ -344,3 +344,47 @@ fn waiting_without_a_limit_is_allowed() {
     writer.publish(b"x", WallNanos(1)).unwrap();
     assert_eq!(waiting.join().unwrap().unwrap(), Some(FrameNo(1)));
 }
+
+#[test]
+fn ingest_never_writes_a_local_camera_and_forgets_only_its_own_abandoned_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let remote = CameraId::new("remote").unwrap();
+    let local = CameraId::new("local").unwrap();
+    drop(RingWriter::create(dir.path(), &local, small()).unwrap());
+    assert!(matches!(
+        ringbuf::ingest_may_write(dir.path(), &local),
+        Err(Error::LocalCamera { .. })
+    ));
+    assert!(matches!(
+        RingWriter::create_for_ingest(dir.path(), &local, small()),
+        Err(Error::LocalCamera { .. })
+    ));
+
+    ringbuf::ingest_may_write(dir.path(), &remote).unwrap();
+    let mut writer = RingWriter::create_for_ingest(dir.path(), &remote, small()).unwrap();
+    writer.publish(b"x", WallNanos(1)).unwrap();
+    assert_eq!(
+        RingReader::open(writer.path()).unwrap().info().writer_kind,
+        ringbuf::WriterKind::Ingest
+    );
+    assert!(matches!(
+        ringbuf::ingest_may_write(dir.path(), &remote),
+        Err(Error::WriterBusy { .. })
+    ));
+    let gone_for = Duration::from_millis(200);
+    assert!(
+        !ringbuf::forget_abandoned_ingest_camera(dir.path(), &remote, gone_for).unwrap(),
+        "its writer holds it"
+    );
+    let path = writer.path().to_owned();
+    drop(writer);
+    assert!(
+        !ringbuf::forget_abandoned_ingest_camera(dir.path(), &remote, gone_for).unwrap(),
+        "not gone long enough"
+    );
+    std::thread::sleep(gone_for * 2);
+    assert!(ringbuf::forget_abandoned_ingest_camera(dir.path(), &remote, gone_for).unwrap());
+    assert!(!path.exists());
+    assert!(!ringbuf::forget_abandoned_ingest_camera(dir.path(), &local, Duration::ZERO).unwrap());
+    assert!(ringbuf::ring_path(dir.path(), &local).exists());
+}

@@ -229,6 +229,8 @@ fn scribbling_on_and_resizing_a_live_ring_crashes_no_reader_or_writer() {
 #[test]
 fn a_demand_file_truncated_or_scribbled_under_capture_and_servers_recovers() {
     let dir = tempfile::tempdir().unwrap();
+    // Its ring: a demand file is made again only while the camera has one.
+    let _writer = RingWriter::create(dir.path(), &camera(), GEOMETRY).unwrap();
     let capture = DemandFile::open(dir.path(), &camera()).unwrap();
     let worker = DemandFile::open(dir.path(), &camera()).unwrap();
     let cell = worker.claim_cell().unwrap();
@@ -258,6 +260,27 @@ fn a_demand_file_truncated_or_scribbled_under_capture_and_servers_recovers() {
     });
     drop(cell);
     assert_eq!(capture.viewers(DEFAULT_CELL_EXPIRY), 0);
+}
+
+#[test]
+fn a_demand_file_removed_after_its_ring_stays_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = RingWriter::create(dir.path(), &camera(), GEOMETRY).unwrap();
+    let worker = DemandFile::open(dir.path(), &camera()).unwrap();
+    let cell = worker.claim_cell().unwrap();
+    cell.set_viewers(1);
+    std::fs::remove_file(writer.path()).unwrap();
+    std::fs::remove_file(worker.path()).unwrap();
+    // Past the path check's interval, so that each call below looks at the file system.
+    std::thread::sleep(Duration::from_millis(1100));
+    cell.heartbeat();
+    assert_eq!(
+        worker.viewers(DEFAULT_CELL_EXPIRY),
+        1,
+        "the old mapping still serves"
+    );
+    drop(cell);
+    assert!(!worker.path().exists(), "the demand file came back");
 }
 
 /// The child of the next test: a mapping that is not ringcast's, cut short and then read.
