@@ -56,9 +56,44 @@ pub struct Args {
     #[arg(long, env = "RINGCAST_TOKEN")]
     pub token: Option<String>,
 
-    /// Token remote cameras must present on the ingest routes; none: open.
+    /// Token remote cameras must present on the ingest routes (`?token=T` or `Authorization:
+    /// Bearer T`). Without it, ingest is refused unless --allow-open-ingest is given.
     #[arg(long, env = "RINGCAST_INGEST_TOKEN")]
     pub ingest_token: Option<String>,
+
+    /// Accept remote cameras on the ingest routes without a token (anyone who reaches the port
+    /// can then publish a camera). For trusted networks and the older server's camera scripts.
+    #[arg(long, env = "RINGCAST_ALLOW_OPEN_INGEST")]
+    pub allow_open_ingest: bool,
+
+    /// Cameras ingest may create: names or globs (`*`, `?`), separated by commas. Default: any
+    /// name; a camera a capture on this host writes is never taken over, whatever this says.
+    #[arg(long, env = "RINGCAST_INGEST_CAMERAS", value_parser = parse_camera_patterns)]
+    pub ingest_cameras: Option<CameraPatterns>,
+
+    /// Most cameras ingest may have at once (their rings and demand files take memory).
+    #[arg(long, env = "RINGCAST_MAX_INGEST_CAMERAS", default_value_t = 16)]
+    pub max_ingest_cameras: usize,
+
+    /// Seconds after its writer went away that an ingest camera's files are removed.
+    #[arg(long, env = "RINGCAST_FORGET_AFTER", default_value = "600", value_parser = parse_seconds)]
+    pub forget_after: Duration,
+
+    /// Seconds an ingest camera may send no frame (while it was asked to send) before it is
+    /// dropped.
+    #[arg(long, env = "RINGCAST_INGEST_IDLE_TIMEOUT", default_value = "15",
+          value_parser = parse_seconds)]
+    pub ingest_idle_timeout: Duration,
+
+    /// Origins whose pages may open WebSockets here (`https://cams.example.com`, comma
+    /// separated). Default: only pages served by this server (the request's own host). Clients
+    /// that are not browsers send no Origin and are not affected.
+    #[arg(long, env = "RINGCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// Most connections one address may hold per worker (0: no limit); more are refused with 503.
+    #[arg(long, env = "RINGCAST_MAX_CLIENTS_PER_IP", default_value_t = 0)]
+    pub max_clients_per_ip: usize,
 
     /// Most streaming viewers (WebSocket and MJPEG) per worker; more get 503.
     #[arg(long, env = "RINGCAST_MAX_CLIENTS", default_value_t = 10_000)]
@@ -118,6 +153,42 @@ fn parse_sndbuf(text: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
+/// Camera names or globs, as `--ingest-cameras` gives them.
+#[derive(Debug, Clone)]
+pub struct CameraPatterns {
+    text: String,
+    patterns: Vec<glob::Pattern>,
+}
+
+impl CameraPatterns {
+    pub fn allows(&self, camera: &ringbuf::CameraId) -> bool {
+        self.patterns
+            .iter()
+            .any(|pattern| pattern.matches(camera.as_str()))
+    }
+
+    /// As given on the command line.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+fn parse_camera_patterns(text: &str) -> Result<CameraPatterns, String> {
+    let patterns: Vec<glob::Pattern> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| glob::Pattern::new(p).map_err(|e| format!("{p:?} is not a name or glob: {e}")))
+        .collect::<Result<_, _>>()?;
+    if patterns.is_empty() {
+        return Err("give at least one camera name or glob".into());
+    }
+    Ok(CameraPatterns {
+        text: text.to_owned(),
+        patterns,
+    })
+}
+
 /// The settings of one worker process.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -128,6 +199,13 @@ pub struct WorkerConfig {
     pub notsent_lowat: u32,
     pub token: Option<String>,
     pub ingest_token: Option<String>,
+    pub allow_open_ingest: bool,
+    pub ingest_cameras: Option<CameraPatterns>,
+    pub max_ingest_cameras: usize,
+    pub forget_after: Duration,
+    pub ingest_idle_timeout: Duration,
+    pub allowed_origins: Vec<String>,
+    pub max_clients_per_ip: usize,
     pub max_clients: usize,
     pub max_frame_bytes: usize,
     pub offline_after: Duration,
@@ -146,6 +224,18 @@ impl WorkerConfig {
             notsent_lowat: args.notsent_lowat,
             token: args.token.clone().filter(|t| !t.is_empty()),
             ingest_token: args.ingest_token.clone().filter(|t| !t.is_empty()),
+            allow_open_ingest: args.allow_open_ingest,
+            ingest_cameras: args.ingest_cameras.clone(),
+            max_ingest_cameras: args.max_ingest_cameras,
+            forget_after: args.forget_after,
+            ingest_idle_timeout: args.ingest_idle_timeout,
+            allowed_origins: args
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            max_clients_per_ip: args.max_clients_per_ip,
             max_clients: args.max_clients,
             max_frame_bytes: args.max_frame_bytes,
             offline_after: args.offline_after,

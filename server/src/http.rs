@@ -164,6 +164,7 @@ pub enum Status {
     NotModified,
     BadRequest,
     Unauthorized,
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -175,6 +176,11 @@ pub enum Status {
 }
 
 impl Status {
+    /// A 4xx: the request was at fault.
+    pub fn is_client_error(self) -> bool {
+        self.line().starts_with('4')
+    }
+
     pub fn line(self) -> &'static str {
         match self {
             Status::Ok => "200 OK",
@@ -182,6 +188,7 @@ impl Status {
             Status::NotModified => "304 Not Modified",
             Status::BadRequest => "400 Bad Request",
             Status::Unauthorized => "401 Unauthorized",
+            Status::Forbidden => "403 Forbidden",
             Status::NotFound => "404 Not Found",
             Status::MethodNotAllowed => "405 Method Not Allowed",
             Status::Conflict => "409 Conflict",

@@ -15,7 +15,7 @@ use monoio::io::AsyncReadRent;
 use ringbuf::demand::{DemandCell, DemandFile};
 use ringbuf::{
     scan_ring_dir, CameraId, Clock, FrameNo, MonoNanos, RingReader, RingWatcher, SystemClock,
-    WallNanos, WriterStatus,
+    WallNanos, WriterKind, WriterStatus,
 };
 
 use crate::websocket::{binary_header, WsHeader};
@@ -135,6 +135,8 @@ pub struct Camera {
     pub height: Cell<u32>,
     pub fps: Cell<f64>,
     pub published_at: Cell<MonoNanos>,
+    /// Who writes the camera: a capture on this host, or a remote camera through ingest.
+    kind: Cell<WriterKind>,
     following: Cell<bool>,
     demand: RefCell<Option<(Arc<DemandFile>, DemandCell)>>,
     pub counters: CameraCounters,
@@ -158,6 +160,11 @@ pub struct Follower {
 }
 
 impl Camera {
+    /// Whether a remote camera writes this one, through ingest.
+    pub fn is_ingest(&self) -> bool {
+        self.kind.get() == WriterKind::Ingest
+    }
+
     fn new(id: CameraId) -> Camera {
         Camera {
             id,
@@ -170,6 +177,7 @@ impl Camera {
             height: Cell::new(0),
             fps: Cell::new(0.0),
             published_at: Cell::new(MonoNanos(0)),
+            kind: Cell::new(WriterKind::Local),
             following: Cell::new(false),
             demand: RefCell::new(None),
             counters: CameraCounters::default(),
@@ -286,6 +294,7 @@ impl Camera {
 pub struct Hub {
     ring_dir: std::path::PathBuf,
     offline_after: Duration,
+    forget_after: Duration,
     cameras: RefCell<BTreeMap<CameraId, Rc<Camera>>>,
     /// One waiting thread for every ring this worker follows (DESIGN.md: one thread per process,
     /// the ring waiter being the allowed exception).
@@ -298,10 +307,15 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(ring_dir: &Path, offline_after: Duration) -> Result<Rc<Hub>, ringbuf::Error> {
+    pub fn new(
+        ring_dir: &Path,
+        offline_after: Duration,
+        forget_after: Duration,
+    ) -> Result<Rc<Hub>, ringbuf::Error> {
         Ok(Rc::new(Hub {
             ring_dir: ring_dir.to_owned(),
             offline_after,
+            forget_after,
             cameras: RefCell::new(BTreeMap::new()),
             watcher: RingWatcher::start(RING_TICK)?,
             unreadable: RefCell::new(HashMap::new()),
@@ -424,9 +438,10 @@ impl Hub {
         camera.state.set(CameraState::from_writer(
             reader.writer_status(self.offline_after),
         ));
-        let format = reader.info().format;
-        camera.width.set(format.width);
-        camera.height.set(format.height);
+        let info = reader.info();
+        camera.width.set(info.format.width);
+        camera.height.set(info.format.height);
+        camera.kind.set(info.writer_kind);
         tracing::info!(camera = %camera.id, "following {}", path.display());
         monoio::spawn(follow(Rc::clone(self), Rc::clone(camera), reader, signal));
     }
@@ -509,6 +524,7 @@ async fn follow(
                 }
             }
             housekeeping.run(&camera, &reader, offline_after);
+            forget_if_abandoned(&hub, &camera);
         }
         let (result, buf) = signal.read(wake_buf).await;
         wake_buf = buf;
@@ -648,8 +664,26 @@ impl HouseKeeping {
         camera.width.set(info.format.width);
         camera.height.set(info.format.height);
         camera.published_at.set(info.published_at);
+        camera.kind.set(info.writer_kind);
         camera.heartbeat_demand();
         camera.prune_waiters();
+    }
+}
+
+/// Removes an ingest camera's files once its writer has been gone for `forget_after`, so that
+/// lists do not fill with cameras that left. Any worker may do it; the ring's lock decides.
+fn forget_if_abandoned(hub: &Hub, camera: &Camera) {
+    if !camera.is_ingest() || camera.state() != CameraState::Offline {
+        return;
+    }
+    match ringbuf::forget_abandoned_ingest_camera(&hub.ring_dir, &camera.id, hub.forget_after) {
+        Ok(true) => tracing::info!(
+            camera = %camera.id,
+            "forgot ingest camera, gone for {} s",
+            hub.forget_after.as_secs()
+        ),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(camera = %camera.id, "forgetting an ingest camera: {e}"),
     }
 }
 

@@ -1,26 +1,33 @@
 //! `/ingest/{cam}` and the older `/video_remote_source/{cam}`: a remote camera sends JPEG frames
 //! as binary WebSocket messages; the worker that accepted it becomes the ring's writer. The
 //! camera is told `1` (send) or `0` (stop) the moment demand for it changes across all workers.
+//!
+//! What a remote camera may do is bounded: it needs the ingest token (unless ingest was opened on
+//! purpose), it may only create cameras `--ingest-cameras` allows and never write one a capture on
+//! this host writes, at most `--max-ingest-cameras` exist at once, its ring and demand files are
+//! made only when its first valid frame arrives, and it is dropped when it sends no frame for
+//! `--ingest-idle-timeout` while it was asked to send.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::os::fd::AsRawFd;
-use std::rc::{Rc, Weak};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
+use monoio::time::Instant;
 use ringbuf::demand::{DemandFile, DEFAULT_CELL_EXPIRY};
-use ringbuf::frame::{check_jpeg, insert_timing, read_timing, FrameTiming};
+use ringbuf::frame::{check_jpeg, insert_timing, read_timing, FrameTiming, TIMING_SEGMENT_MAX};
 use ringbuf::{CameraId, Clock, RingGeometry, RingWriter, SystemClock, VideoFormat};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use crate::http::{self, error_response, Request, Status};
 use crate::hub::bump;
 use crate::websocket::{self, close, Incoming, WsReader};
-use crate::worker::Worker;
+use crate::worker::{Gauged, Worker};
 
 /// Ring slots of a ring created for an ingest camera.
 const INGEST_SLOTS: u32 = 8;
@@ -37,24 +44,52 @@ const CAMERA_GONE_AFTER: Duration = Duration::from_secs(15);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Shared between the ingest connection's reading task and its sending task.
-#[derive(Default)]
+/// One ingest connection's state, shared by its reading task and its sending task.
 struct IngestControl {
     waker: RefCell<Option<Waker>>,
     pong_due: RefCell<Option<Vec<u8>>>,
     /// Set when reading ends: the close to send, if any (`Some(None)`: just stop).
     finished: RefCell<Option<Option<(u16, String)>>>,
     sender_done: Cell<bool>,
+    /// The camera's ring, from its first valid frame on. Held by this connection alone: it is
+    /// taken out (and the ring's lock released) the moment reading ends.
+    writer: RefCell<Option<RingWriter>>,
+    demand: RefCell<Option<Arc<DemandFile>>>,
     /// Whether the ring is marked idle (nobody watches and the camera stopped sending).
     ring_idle: Cell<bool>,
-    last_frame: Cell<Option<monoio::time::Instant>>,
+    /// What the camera was last told: send (`true`) or stop.
+    told: Cell<Option<bool>>,
+    /// Since when the camera has been expected to send: the connection, its last frame, or the
+    /// moment it was told to send again.
+    expected_since: Cell<Instant>,
+    last_frame: Cell<Option<Instant>>,
 }
 
 impl IngestControl {
+    fn new() -> IngestControl {
+        IngestControl {
+            waker: RefCell::new(None),
+            pong_due: RefCell::new(None),
+            finished: RefCell::new(None),
+            sender_done: Cell::new(false),
+            writer: RefCell::new(None),
+            demand: RefCell::new(None),
+            ring_idle: Cell::new(false),
+            told: Cell::new(None),
+            expected_since: Cell::new(Instant::now()),
+            last_frame: Cell::new(None),
+        }
+    }
+
     fn wake(&self) {
         if let Some(waker) = self.waker.borrow_mut().take() {
             waker.wake();
         }
+    }
+
+    /// When the camera must have sent its next frame, or `None` while it was told to stop.
+    fn frame_due(&self, idle_timeout: Duration) -> Option<Instant> {
+        (self.told.get() != Some(false)).then(|| self.expected_since.get() + idle_timeout)
     }
 }
 
@@ -73,34 +108,12 @@ pub async fn serve(
             return;
         }
     };
-    let geometry = RingGeometry {
-        slot_count: INGEST_SLOTS,
-        slot_size: worker.config.max_frame_bytes,
-    };
-    let writer = match RingWriter::create(&worker.config.ring_dir, &camera, geometry) {
-        Ok(writer) => writer,
-        Err(e @ ringbuf::Error::WriterBusy { .. }) => {
-            let _ = http::refuse_and_close(
-                &mut stream,
-                error_response(Status::Conflict, &e.to_string()),
-            )
-            .await;
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(camera = %camera, "ingest: {e}");
-            let _ = http::refuse_and_close(&mut stream, ring_error_response(&e)).await;
-            return;
-        }
-    };
-    let demand = match DemandFile::open(&worker.config.ring_dir, &camera) {
-        Ok(demand) => demand,
-        Err(e) => {
-            tracing::warn!(camera = %camera, "ingest: {e}");
-            let _ = http::refuse_and_close(&mut stream, ring_error_response(&e)).await;
-            return;
-        }
-    };
+    if let Err((status, reason)) = may_ingest(&worker, &camera) {
+        bump(&worker.counters.ingest_refused, 1);
+        tracing::info!(camera = %camera, "ingest refused: {reason}");
+        let _ = http::refuse_and_close(&mut stream, error_response(status, &reason)).await;
+        return;
+    }
     let handshake = websocket::handshake_response(&accept);
     if http::write_within(&mut stream, handshake, http::WRITE_TIMEOUT)
         .await
@@ -109,21 +122,21 @@ pub async fn serve(
         return;
     }
     tune_camera_socket(&stream);
+    let _connected = Gauged::new(&worker.counters.ingest_connections);
     tracing::info!(camera = %camera, "ingest camera connected");
-    worker.hub.discover(&camera);
-    let writer = Rc::new(RefCell::new(writer));
-    let control = Rc::new(IngestControl::default());
+    let control = Rc::new(IngestControl::new());
+    let socket = stream.as_raw_fd();
     let (read_half, write_half) = stream.into_split();
-    // The sender only borrows the writer: the ring's lock goes with this connection, even if the
-    // sender is still finishing a write.
     monoio::spawn(send_demand(
         write_half,
         Rc::clone(&control),
-        Rc::downgrade(&writer),
-        demand,
+        Rc::clone(&worker),
+        socket,
     ));
     let mut reader = WsReader::new(read_half, already, worker.config.max_frame_bytes);
-    let ending = receive_frames(&worker, &mut reader, &writer, &control).await;
+    let ending = receive_frames(&worker, &camera, &mut reader, &control).await;
+    // The ring's lock goes with the connection, even if the sender is still finishing a write.
+    drop(control.writer.borrow_mut().take());
     *control.finished.borrow_mut() = Some(ending);
     control.wake();
     let _ = monoio::time::timeout(
@@ -138,18 +151,43 @@ pub async fn serve(
         }),
     )
     .await;
-    drop(writer);
     tracing::info!(camera = %camera, "ingest camera disconnected");
 }
 
-/// The refusal of an ingest camera whose ring or demand file could not be made: no room is the
-/// operator's to fix (507), anything else is the server's (500).
-fn ring_error_response(error: &ringbuf::Error) -> Vec<u8> {
-    let status = match error {
-        ringbuf::Error::NoSpace { .. } => Status::InsufficientStorage,
-        _ => Status::InternalError,
-    };
-    error_response(status, &error.to_string())
+/// Whether a remote camera may publish `camera` now, asked before the handshake so that it gets
+/// an HTTP status saying why not. The ring is made (and all of this checked again) only at its
+/// first frame.
+fn may_ingest(worker: &Worker, camera: &CameraId) -> Result<(), (Status, String)> {
+    if let Some(allowed) = &worker.config.ingest_cameras {
+        if !allowed.allows(camera) {
+            return Err((
+                Status::Forbidden,
+                format!("ingest may not create camera {camera} (see --ingest-cameras)"),
+            ));
+        }
+    }
+    match ringbuf::ingest_may_write(&worker.config.ring_dir, camera) {
+        Ok(()) => {}
+        Err(e @ (ringbuf::Error::LocalCamera { .. } | ringbuf::Error::WriterBusy { .. })) => {
+            return Err((Status::Conflict, e.to_string()))
+        }
+        Err(e) => return Err((Status::InternalError, e.to_string())),
+    }
+    too_many_cameras(worker, camera).map_or(Ok(()), |why| Err((Status::ServiceUnavailable, why)))
+}
+
+/// Why another ingest camera cannot be made, if it cannot: `camera` would be one too many.
+fn too_many_cameras(worker: &Worker, camera: &CameraId) -> Option<String> {
+    worker.hub.rescan();
+    let max = worker.config.max_ingest_cameras;
+    let others = worker
+        .hub
+        .cameras()
+        .iter()
+        .filter(|c| c.is_ingest() && c.id != *camera)
+        .count();
+    (others >= max)
+        .then(|| format!("this server takes at most {max} ingest cameras (--max-ingest-cameras)"))
 }
 
 /// Turns off Nagle (the one-byte demand messages should not wait) and makes a camera that
@@ -171,16 +209,18 @@ fn tune_camera_socket(stream: &TcpStream) {
     }
 }
 
-/// Publishes frames until the camera leaves or sends something refused; returns the close to
-/// send it.
+/// Publishes frames until the camera leaves, goes quiet, or sends something refused; returns the
+/// close to send it.
 async fn receive_frames<R: monoio::io::AsyncReadRent>(
     worker: &Worker,
+    camera: &CameraId,
     reader: &mut WsReader<R>,
-    writer: &RefCell<RingWriter>,
     control: &IngestControl,
 ) -> Option<(u16, String)> {
     let mut with_timing = Vec::new();
     loop {
+        // No timeout here: a read cut short would lose what it took (the sender enforces the
+        // idle limit by closing the socket, which ends this read).
         let message = match reader.next().await {
             Ok(message) => message,
             Err(e) => {
@@ -192,12 +232,14 @@ async fn receive_frames<R: monoio::io::AsyncReadRent>(
         };
         match message {
             Incoming::Binary(jpeg) => {
-                if let Err(refusal) = publish(writer, &jpeg, &mut with_timing) {
+                if let Err(refusal) = publish(worker, camera, control, &jpeg, &mut with_timing) {
                     bump(&worker.counters.ingest_refused, 1);
                     return Some(refusal);
                 }
                 bump(&worker.counters.ingest_frames, 1);
-                control.last_frame.set(Some(monoio::time::Instant::now()));
+                let now = Instant::now();
+                control.last_frame.set(Some(now));
+                control.expected_since.set(now);
                 // Publishing marked the ring streaming again; only our record of it is left.
                 control.ring_idle.set(false);
             }
@@ -213,14 +255,23 @@ async fn receive_frames<R: monoio::io::AsyncReadRent>(
     }
 }
 
-/// Checks one frame, adds the timing segment and publishes it.
+/// Checks one frame, adds the timing segment and publishes it, making the camera's ring first if
+/// this is its first frame.
 fn publish(
-    writer: &RefCell<RingWriter>,
+    worker: &Worker,
+    camera: &CameraId,
+    control: &IngestControl,
     jpeg: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), (u16, String)> {
     check_jpeg(jpeg).map_err(|e| (close::UNSUPPORTED_DATA, format!("not a JPEG: {e}")))?;
-    let mut writer = writer.borrow_mut();
+    if control.writer.borrow().is_none() {
+        open_ring(worker, camera, control)?;
+    }
+    let mut slot = control.writer.borrow_mut();
+    let Some(writer) = slot.as_mut() else {
+        return Err((close::INTERNAL_ERROR, "the ring went away".into()));
+    };
     // A frame that already carries ringcast timing (a `ringcast-capture --push`) keeps its
     // capture time, so latency is measured from the camera, not from this hop.
     let capture = read_timing(jpeg).map_or_else(|| SystemClock.wall(), |t| t.capture);
@@ -243,17 +294,71 @@ fn publish(
         .map_err(|e| (close::TOO_BIG, e.to_string()))
 }
 
+/// Makes (or takes over) the camera's ring and its demand file, at its first valid frame.
+fn open_ring(
+    worker: &Worker,
+    camera: &CameraId,
+    control: &IngestControl,
+) -> Result<(), (u16, String)> {
+    if let Some(why) = too_many_cameras(worker, camera) {
+        return Err((close::TRY_AGAIN_LATER, why));
+    }
+    let geometry = RingGeometry {
+        slot_count: INGEST_SLOTS,
+        // Room for a frame of exactly --max-frame-bytes once the timing segment is in it.
+        slot_size: worker.config.max_frame_bytes + TIMING_SEGMENT_MAX,
+    };
+    let dir = &worker.config.ring_dir;
+    let refused = |e: ringbuf::Error| {
+        tracing::warn!(camera = %camera, "ingest: {e}");
+        (ring_error_close(&e), e.to_string())
+    };
+    let writer = RingWriter::create_for_ingest(dir, camera, geometry).map_err(refused)?;
+    let demand = DemandFile::open(dir, camera).map_err(refused)?;
+    *control.writer.borrow_mut() = Some(writer);
+    *control.demand.borrow_mut() = Some(demand);
+    worker.hub.discover(camera);
+    control.wake();
+    Ok(())
+}
+
+/// The close for a ring that could not be made: someone else's camera is a policy matter, a
+/// full ring directory is one to come back from later, anything else is the server's fault.
+fn ring_error_close(error: &ringbuf::Error) -> u16 {
+    match error {
+        ringbuf::Error::LocalCamera { .. } | ringbuf::Error::WriterBusy { .. } => {
+            close::POLICY_VIOLATION
+        }
+        ringbuf::Error::NoSpace { .. } => close::TRY_AGAIN_LATER,
+        _ => close::INTERNAL_ERROR,
+    }
+}
+
 /// Sends `1`/`0` whenever demand changes (and repeats it every 2 s), answers pings, keeps the
-/// ring's heartbeat, and sends the final close.
+/// ring's heartbeat, drops a camera that stays quiet while asked to send, and sends the final
+/// close.
 async fn send_demand<W: AsyncWriteRent>(
     mut out: W,
     control: Rc<IngestControl>,
-    writer: Weak<RefCell<RingWriter>>,
-    demand: Arc<DemandFile>,
+    worker: Rc<Worker>,
+    socket: RawFd,
 ) {
-    let mut told: Option<bool> = None;
-    let mut told_at = monoio::time::Instant::now();
+    let mut told_at = Instant::now();
+    let idle_timeout = worker.config.ingest_idle_timeout;
     loop {
+        if control
+            .frame_due(idle_timeout)
+            .is_some_and(|due| Instant::now() >= due)
+        {
+            bump(&worker.counters.ingest_refused, 1);
+            let reason = format!("no frame for {} s", idle_timeout.as_secs_f64());
+            tracing::info!("ingest camera dropped: {reason}");
+            let frame = websocket::close_frame(close::POLICY_VIOLATION, &reason);
+            let _ = monoio::time::timeout(CLOSE_GRACE, out.write_all(frame)).await;
+            // Ends the reading task's read at once, whatever the camera does.
+            let _ = nix::sys::socket::shutdown(socket, nix::sys::socket::Shutdown::Both);
+            break;
+        }
         let finished = control.finished.borrow_mut().take();
         if let Some(ending) = finished {
             if let Some((code, reason)) = ending {
@@ -273,18 +378,22 @@ async fn send_demand<W: AsyncWriteRent>(
                 break;
             }
         }
-        let Some(ring) = writer.upgrade() else {
-            break;
-        };
-        let watched = demand.viewers(DEFAULT_CELL_EXPIRY) > 0;
-        mark_idle(&control, &mut ring.borrow_mut(), watched);
-        drop(ring);
+        // Demand exists once the ring does (at the first frame). Until then nobody can watch a
+        // camera that is not listed yet: the camera is asked for a frame (`1`), which lists it.
+        let demand = control.demand.borrow().clone();
+        let watched = demand.is_none_or(|demand| demand.viewers(DEFAULT_CELL_EXPIRY) > 0);
+        keep_ring(&control, watched);
+        let told = control.told.get();
         if told != Some(watched) || told_at.elapsed() >= DEMAND_REPEAT {
             if told != Some(watched) {
                 tracing::info!(
                     "ingest camera told {}",
                     if watched { "1 (send)" } else { "0 (stop)" }
                 );
+                if watched {
+                    // Asked to send again: the idle limit counts from now.
+                    control.expected_since.set(Instant::now());
+                }
             }
             let payload: &[u8] = if watched { b"1" } else { b"0" };
             let message = websocket::small_frame(OpCode::Data(Data::Binary), payload);
@@ -294,16 +403,8 @@ async fn send_demand<W: AsyncWriteRent>(
             {
                 break;
             }
-            told = Some(watched);
-            told_at = monoio::time::Instant::now();
-        }
-        match writer.upgrade() {
-            Some(ring) => {
-                if let Err(e) = ring.borrow_mut().heartbeat() {
-                    tracing::warn!("ingest ring: {e}");
-                }
-            }
-            None => break,
+            control.told.set(Some(watched));
+            told_at = Instant::now();
         }
         let _ = monoio::time::timeout(
             DEMAND_POLL,
@@ -322,17 +423,24 @@ async fn send_demand<W: AsyncWriteRent>(
     control.wake();
 }
 
-/// The ring is idle (not offline) while nobody watches and the camera has stopped sending, as a
-/// local on-demand capture's would be.
-fn mark_idle(control: &IngestControl, writer: &mut RingWriter, watched: bool) {
+/// The ring's heartbeat, and its idle mark: idle (not offline) while nobody watches and the
+/// camera has stopped sending, as a local on-demand capture's would be.
+fn keep_ring(control: &IngestControl, watched: bool) {
+    let mut slot = control.writer.borrow_mut();
+    let Some(writer) = slot.as_mut() else {
+        return;
+    };
     let quiet = control
         .last_frame
         .get()
         .is_none_or(|at| at.elapsed() >= IDLE_AFTER_LAST_FRAME);
     let idle = !watched && quiet;
-    if control.ring_idle.replace(idle) != idle {
-        if let Err(e) = writer.set_idle(idle) {
-            tracing::warn!("ingest ring: {e}");
-        }
+    let result = if control.ring_idle.replace(idle) != idle {
+        writer.set_idle(idle)
+    } else {
+        writer.heartbeat()
+    };
+    if let Err(e) = result {
+        tracing::warn!("ingest ring: {e}");
     }
 }

@@ -1,15 +1,30 @@
-//! What a worker reports about itself: `/metrics` (Prometheus text), `/api/cameras` and the older
-//! server's `/cameras_list` (JSON).
+//! What the server reports about itself: `/metrics` (Prometheus text), `/api/cameras` and the
+//! older server's `/cameras_list` (JSON).
+//!
+//! Behind one SO_REUSEPORT port any worker may answer a scrape, so each must answer for the whole
+//! server. Every worker writes a snapshot of its counters, once a second, to
+//! `<ring-dir>/.metrics-<port>/worker-<label>.json`; the worker that answers reads the others'
+//! snapshots (ignoring any older than [`STALE_AFTER`]: a worker that is gone) and reports every
+//! worker's series, each labelled with its worker. Its own come live, the others' at most a second
+//! old. Counters are per worker, so a sum over `worker` adds up whichever worker answered.
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::time::{Duration, SystemTime};
 
 use ringbuf::{Clock, SystemClock};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::hub::{Camera, CameraCounters, CameraState};
+use crate::hub::{Camera, CameraState};
 use crate::worker::Worker;
+
+/// A worker's snapshot older than this is of a worker that is gone.
+const STALE_AFTER: Duration = Duration::from_secs(5);
+/// A gone worker's snapshot is removed after this (its label may be a pid that never returns).
+const REMOVE_AFTER: Duration = Duration::from_secs(60);
 
 /// One camera in `/api/cameras`.
 #[derive(Serialize)]
@@ -61,147 +76,293 @@ pub fn cameras_list_json(cameras: &[Rc<Camera>]) -> String {
     serde_json::json!({ "cameras": ids }).to_string()
 }
 
-type CameraCounter = fn(&CameraCounters) -> &Cell<u64>;
+/// A metric and how to read it off a worker or a camera: the worker's own values come from
+/// these, and its snapshot is keyed by the names.
+struct Metric<T> {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    read: fn(&T) -> u64,
+}
 
-const CAMERA_COUNTERS: &[(&str, &str, CameraCounter)] = &[
-    (
+const fn counter<T>(name: &'static str, help: &'static str, read: fn(&T) -> u64) -> Metric<T> {
+    Metric {
+        name,
+        kind: "counter",
+        help,
+        read,
+    }
+}
+
+const fn gauge<T>(name: &'static str, help: &'static str, read: fn(&T) -> u64) -> Metric<T> {
+    Metric {
+        name,
+        kind: "gauge",
+        help,
+        read,
+    }
+}
+
+fn get(cell: &Cell<u64>) -> u64 {
+    cell.get()
+}
+
+const CAMERA_METRICS: &[Metric<Camera>] = &[
+    gauge("ringcast_viewers", "Viewers connected now.", |c| {
+        u64::from(c.viewers())
+    }),
+    counter(
         "ringcast_frames_in_total",
-        "Frames this worker read from the camera's ring.",
-        |c| &c.frames_in,
+        "Frames the worker read from the camera's ring.",
+        |c| get(&c.counters.frames_in),
     ),
-    (
+    counter(
         "ringcast_frames_sent_total",
         "Frames written to viewers.",
-        |c| &c.frames_sent,
+        |c| get(&c.counters.frames_sent),
     ),
-    (
+    counter(
         "ringcast_bytes_sent_total",
         "Frame bytes (with headers) written to viewers.",
-        |c| &c.bytes_sent,
+        |c| get(&c.counters.bytes_sent),
     ),
-    (
+    counter(
         "ringcast_viewer_skipped_frames_total",
         "Frames viewers passed over because a newer one was ready.",
-        |c| &c.viewer_skips,
+        |c| get(&c.counters.viewer_skips),
     ),
-    (
+    counter(
         "ringcast_stalls_total",
         "Viewers closed because their socket stalled (4008 too slow).",
-        |c| &c.stalls,
+        |c| get(&c.counters.stalls),
     ),
-    (
+    counter(
         "ringcast_ring_skipped_frames_total",
-        "Frames this worker's ring reader skipped.",
-        |c| &c.ring_skipped,
+        "Frames the worker's ring reader skipped.",
+        |c| get(&c.counters.ring_skipped),
     ),
-    (
+    counter(
         "ringcast_ring_torn_reads_total",
         "Ring reads discarded because the writer overwrote the slot.",
-        |c| &c.ring_torn,
+        |c| get(&c.counters.ring_torn),
     ),
-    ("ringcast_viewers_total", "Viewers that connected.", |c| {
-        &c.viewers_total
+    counter("ringcast_viewers_total", "Viewers that connected.", |c| {
+        get(&c.counters.viewers_total)
     }),
 ];
 
-/// `/metrics` in the Prometheus text exposition format.
-pub fn prometheus(worker: &Worker) -> String {
+const WORKER_METRICS: &[Metric<Worker>] = &[
+    gauge(
+        "ringcast_streaming_clients",
+        "Streaming viewers now.",
+        |w| w.streaming.get() as u64,
+    ),
+    gauge(
+        "ringcast_reading_requests",
+        "Connections still reading their request head.",
+        |w| get(&w.counters.reading_heads),
+    ),
+    gauge(
+        "ringcast_ingest_connections",
+        "Remote cameras connected now.",
+        |w| get(&w.counters.ingest_connections),
+    ),
+    counter("ringcast_connections_total", "Connections accepted.", |w| {
+        get(&w.counters.connections)
+    }),
+    counter(
+        "ringcast_bad_requests_total",
+        "Requests answered with a 4xx status.",
+        |w| get(&w.counters.bad_requests),
+    ),
+    counter(
+        "ringcast_head_timeouts_total",
+        "Connections dropped for not sending a whole request head in time.",
+        |w| get(&w.counters.head_timeouts),
+    ),
+    counter(
+        "ringcast_refused_full_total",
+        "Viewers refused with 503 over --max-clients.",
+        |w| get(&w.counters.refused_full),
+    ),
+    counter(
+        "ringcast_refused_per_ip_total",
+        "Connections refused with 503 over --max-clients-per-ip.",
+        |w| get(&w.counters.refused_per_ip),
+    ),
+    counter(
+        "ringcast_ingest_frames_total",
+        "Frames received from ingest cameras.",
+        |w| get(&w.counters.ingest_frames),
+    ),
+    counter(
+        "ringcast_ingest_refused_total",
+        "Ingest cameras and frames refused (not allowed, not a JPEG, too large, quiet).",
+        |w| get(&w.counters.ingest_refused),
+    ),
+];
+
+/// What a worker publishes of itself for the others to report.
+#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    worker: String,
+    values: BTreeMap<String, u64>,
+    cameras: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl Snapshot {
+    /// The worker's values now.
+    pub fn of(worker: &Worker) -> Snapshot {
+        let values = WORKER_METRICS
+            .iter()
+            .map(|m| (m.name.to_owned(), (m.read)(worker)))
+            .collect();
+        let cameras = worker
+            .hub
+            .all_cameras()
+            .iter()
+            .map(|camera| {
+                let values = CAMERA_METRICS
+                    .iter()
+                    .map(|m| (m.name.to_owned(), (m.read)(camera)))
+                    .collect();
+                (camera.id.to_string(), values)
+            })
+            .collect();
+        Snapshot {
+            worker: worker.config.worker_label.clone(),
+            values,
+            cameras,
+        }
+    }
+}
+
+/// Where the workers of the server on `port` keep their snapshots.
+pub fn snapshot_dir(ring_dir: &Path, port: u16) -> PathBuf {
+    ring_dir.join(format!(".metrics-{port}"))
+}
+
+/// Writes this worker's snapshot for the others (in one step: a reader never sees half of it).
+pub fn publish_snapshot(worker: &Worker, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
     let label = &worker.config.worker_label;
-    let cameras = worker.hub.all_cameras();
-    let mut out = String::new();
-    gauge_header(&mut out, "ringcast_viewers", "Viewers connected now.");
-    for c in &cameras {
-        let _ = writeln!(
-            out,
-            "ringcast_viewers{{camera=\"{}\",worker=\"{label}\"}} {}",
-            c.id,
-            c.viewers()
-        );
-    }
-    gauge_header(
-        &mut out,
-        "ringcast_camera_online",
-        "1 while the camera's writer publishes, else 0.",
-    );
-    for c in &cameras {
-        let online = u8::from(c.state() == CameraState::Online);
-        let _ = writeln!(
-            out,
-            "ringcast_camera_online{{camera=\"{}\",worker=\"{label}\"}} {online}",
-            c.id
-        );
-    }
-    gauge_header(
-        &mut out,
-        "ringcast_camera_fps",
-        "Frames per second the ring received over the last second.",
-    );
-    for c in &cameras {
-        let _ = writeln!(
-            out,
-            "ringcast_camera_fps{{camera=\"{}\",worker=\"{label}\"}} {:.2}",
-            c.id,
-            c.fps.get()
-        );
-    }
-    for (name, help, counter) in CAMERA_COUNTERS {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for c in &cameras {
-            let _ = writeln!(
-                out,
-                "{name}{{camera=\"{}\",worker=\"{label}\"}} {}",
-                c.id,
-                counter(&c.counters).get()
+    let tmp = dir.join(format!(".worker-{label}.json.tmp"));
+    let json = serde_json::to_vec(&Snapshot::of(worker)).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, dir.join(format!("worker-{label}.json")))
+}
+
+/// Removes this worker's snapshot, when it stops.
+pub fn withdraw_snapshot(worker: &Worker, dir: &Path) {
+    let label = &worker.config.worker_label;
+    let _ = std::fs::remove_file(dir.join(format!("worker-{label}.json")));
+}
+
+/// The workers' snapshots that are fresh; those of workers long gone are removed.
+fn read_snapshots(dir: &Path) -> Vec<Snapshot> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let now = SystemTime::now();
+    let mut fresh = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("worker-") {
+            continue;
+        }
+        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+            continue;
+        };
+        let age = now.duration_since(modified).unwrap_or_default();
+        if age > REMOVE_AFTER {
+            let _ = std::fs::remove_file(entry.path());
+        } else if age <= STALE_AFTER {
+            fresh.extend(
+                std::fs::read(entry.path())
+                    .ok()
+                    .and_then(|bytes| serde_json::from_slice::<Snapshot>(&bytes).ok()),
             );
         }
     }
-    let worker_values = [
-        (
-            "ringcast_streaming_clients",
-            "gauge",
-            "Streaming viewers of this worker now.",
-            worker.streaming.get() as u64,
-        ),
-        (
-            "ringcast_connections_total",
-            "counter",
-            "Connections accepted.",
-            worker.counters.connections.get(),
-        ),
-        (
-            "ringcast_bad_requests_total",
-            "counter",
-            "Requests answered with 4xx.",
-            worker.counters.bad_requests.get(),
-        ),
-        (
-            "ringcast_refused_full_total",
-            "counter",
-            "Viewers refused with 503 over --max-clients.",
-            worker.counters.refused_full.get(),
-        ),
-        (
-            "ringcast_ingest_frames_total",
-            "counter",
-            "Frames received from ingest cameras.",
-            worker.counters.ingest_frames.get(),
-        ),
-        (
-            "ringcast_ingest_refused_total",
-            "counter",
-            "Ingest frames refused (not a JPEG, too large).",
-            worker.counters.ingest_refused.get(),
-        ),
-    ];
-    for (name, kind, help, value) in worker_values {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{worker=\"{label}\"}} {value}"
-        );
+    fresh
+}
+
+/// `/metrics` in the Prometheus text exposition format, for every worker of the server.
+///
+/// Every worker's values, its own included, are read from the snapshot files, the answering
+/// worker's written just before: a series then only ever moves forward from one scrape to the
+/// next, whichever worker answers (a counter seen going back would read as a restart).
+pub fn prometheus(worker: &Worker, snapshots: &Path) -> String {
+    let own = Snapshot::of(worker);
+    let mut all = if publish_snapshot(worker, snapshots).is_ok() {
+        Vec::new()
+    } else {
+        vec![own]
+    };
+    all.extend(read_snapshots(snapshots));
+    all.sort_by(|a, b| a.worker.cmp(&b.worker));
+    let mut out = String::new();
+    camera_gauges(&mut out, &worker.hub.all_cameras());
+    for metric in CAMERA_METRICS {
+        family_header(&mut out, metric.name, metric.kind, metric.help);
+        for snapshot in &all {
+            for (camera, values) in &snapshot.cameras {
+                let value = values.get(metric.name).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "{}{{camera=\"{camera}\",worker=\"{}\"}} {value}",
+                    metric.name, snapshot.worker
+                );
+            }
+        }
+    }
+    for metric in WORKER_METRICS {
+        family_header(&mut out, metric.name, metric.kind, metric.help);
+        for snapshot in &all {
+            let value = snapshot.values.get(metric.name).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "{}{{worker=\"{}\"}} {value}",
+                metric.name, snapshot.worker
+            );
+        }
     }
     out
 }
 
-fn gauge_header(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+/// What the cameras are doing: the same on every worker (they read the same rings), so labelled
+/// by camera only.
+fn camera_gauges(out: &mut String, cameras: &[Rc<Camera>]) {
+    family_header(
+        out,
+        "ringcast_camera_online",
+        "gauge",
+        "1 while the camera's writer publishes, else 0.",
+    );
+    for c in cameras {
+        let online = u8::from(c.state() == CameraState::Online);
+        let _ = writeln!(
+            out,
+            "ringcast_camera_online{{camera=\"{}\"}} {online}",
+            c.id
+        );
+    }
+    family_header(
+        out,
+        "ringcast_camera_fps",
+        "gauge",
+        "Frames per second the ring received over the last second.",
+    );
+    for c in cameras {
+        let _ = writeln!(
+            out,
+            "ringcast_camera_fps{{camera=\"{}\"}} {:.2}",
+            c.id,
+            c.fps.get()
+        );
+    }
+}
+
+fn family_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

@@ -1,5 +1,6 @@
 //! One connection: read the request head, pick the route, answer or hand over to a stream.
 
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
@@ -9,7 +10,7 @@ use ringbuf::CameraId;
 use crate::http::{self, error_response, response, HeadError, Request, Status};
 use crate::hub::{bump, MJPEG_BOUNDARY};
 use crate::viewer::{self, PartHeads, Protocol, StreamSettings};
-use crate::worker::{StreamingGuard, Worker};
+use crate::worker::{Gauged, StreamingGuard, Worker};
 use crate::{ingest, metrics, web, websocket};
 
 /// What a request path names.
@@ -64,8 +65,16 @@ pub fn route(path: &str) -> Route<'_> {
     Route::NotFound
 }
 
-pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream) {
-    let (request, already) = match http::read_head(&mut stream).await {
+pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream, peer: IpAddr) {
+    // Held for the whole connection, streaming included.
+    let Some(_address) = worker.admit_address(peer) else {
+        let reason = format!("too many connections from {peer}");
+        return refuse(&worker, stream, Status::ServiceUnavailable, &reason).await;
+    };
+    let reading = Gauged::new(&worker.counters.reading_heads);
+    let head = http::read_head(&mut stream).await;
+    drop(reading);
+    let (request, already) = match head {
         Ok(parsed) => parsed,
         Err(HeadError::TooLarge) => {
             return refuse(
@@ -86,6 +95,9 @@ pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream) {
             .await
         }
         Err(e) => {
+            if matches!(e, HeadError::Timeout) {
+                bump(&worker.counters.head_timeouts, 1);
+            }
             tracing::debug!("{e}");
             return;
         }
@@ -94,7 +106,9 @@ pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream) {
 }
 
 async fn refuse(worker: &Worker, mut stream: TcpStream, status: Status, reason: &str) {
-    bump(&worker.counters.bad_requests, 1);
+    if status.is_client_error() {
+        bump(&worker.counters.bad_requests, 1);
+    }
     let _ = http::refuse_and_close(&mut stream, error_response(status, reason)).await;
 }
 
@@ -109,6 +123,24 @@ fn token_matches(expected: &str, presented: Option<&str>) -> bool {
     };
     let (a, b) = (expected.as_bytes(), presented.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether a WebSocket may be opened for the page the request comes from: one served by this
+/// server (its origin names the host the request was sent to), one of `--allowed-origins`, or no
+/// page at all (clients that are not browsers send no Origin). Browsers let any page open a
+/// WebSocket anywhere, with the user's cookies and any token it knows; this keeps another site's
+/// page from watching the cameras through a visitor's browser.
+fn origin_allowed(config: &crate::cli::WorkerConfig, request: &Request) -> bool {
+    let Some(origin) = request.origin.as_deref() else {
+        return true;
+    };
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let same_host = origin
+        .split_once("://")
+        .map(|(_, host)| host)
+        .zip(request.host.as_deref())
+        .is_some_and(|(origin_host, host)| origin_host == host.trim().to_ascii_lowercase());
+    same_host || config.allowed_origins.contains(&origin)
 }
 
 fn authorized(expected: Option<&str>, request: &Request) -> bool {
@@ -137,6 +169,18 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
         )
         .await;
     }
+    if matches!(route, Route::Ingest(_))
+        && worker.config.ingest_token.is_none()
+        && !worker.config.allow_open_ingest
+    {
+        return refuse(
+            &worker,
+            stream,
+            Status::Unauthorized,
+            "ingest is closed: the server has no --ingest-token (nor --allow-open-ingest)",
+        )
+        .await;
+    }
     let needed = match route {
         Route::Healthz | Route::Asset(_) => None,
         Route::Ingest(_) => worker.config.ingest_token.as_deref(),
@@ -148,6 +192,18 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
             stream,
             Status::Unauthorized,
             "missing or wrong token",
+        )
+        .await;
+    }
+    if matches!(route, Route::WebSocket(_) | Route::Ingest(_))
+        && !origin_allowed(&worker.config, &request)
+    {
+        let origin = request.origin.as_deref().unwrap_or_default();
+        return refuse(
+            &worker,
+            stream,
+            Status::Forbidden,
+            &format!("WebSocket from a page of {origin} refused (see --allowed-origins)"),
         )
         .await;
     }
@@ -179,7 +235,7 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
             reply(stream, "application/json", body.as_bytes()).await
         }
         Route::Metrics => {
-            let body = metrics::prometheus(&worker);
+            let body = metrics::prometheus(&worker, &worker.snapshots);
             reply(stream, "text/plain; version=0.0.4", body.as_bytes()).await
         }
         Route::Snapshot(cam) => snapshot(worker, stream, cam).await,

@@ -154,11 +154,30 @@ fn spawn_worker(
         .arg(args.max_frame_bytes.to_string())
         .arg("--offline-after")
         .arg(args.offline_after.as_secs_f64().to_string())
+        .arg("--max-ingest-cameras")
+        .arg(args.max_ingest_cameras.to_string())
+        .arg("--forget-after")
+        .arg(args.forget_after.as_secs_f64().to_string())
+        .arg("--ingest-idle-timeout")
+        .arg(args.ingest_idle_timeout.as_secs_f64().to_string())
+        .arg("--max-clients-per-ip")
+        .arg(args.max_clients_per_ip.to_string())
         .arg("--io-driver")
         .arg(match args.io_driver {
             IoDriver::Auto => "auto",
             IoDriver::Epoll => "epoll",
         });
+    if args.allow_open_ingest {
+        command.arg("--allow-open-ingest");
+    }
+    if let Some(cameras) = &args.ingest_cameras {
+        command.arg("--ingest-cameras").arg(cameras.as_str());
+    }
+    if !args.allowed_origins.is_empty() {
+        command
+            .arg("--allowed-origins")
+            .arg(args.allowed_origins.join(","));
+    }
     // Tokens go through the environment, not the command line that `ps` shows.
     for (name, value) in [
         ("RINGCAST_TOKEN", &args.token),

@@ -20,10 +20,15 @@ pub mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// Something the server's rules do not allow (a camera that is not the sender's to write,
+    /// a camera that went quiet).
+    pub const POLICY_VIOLATION: u16 = 1008;
     /// A text message that is not UTF-8 (RFC 6455 8.1).
     pub const INVALID_PAYLOAD: u16 = 1007;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// A limit of the moment (no room, too many cameras): worth trying again later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The viewer did not take frames for `--stall-timeout` (DESIGN.md).
     pub const TOO_SLOW: u16 = 4008;
 }

@@ -1,9 +1,11 @@
 //! One worker process: a monoio runtime on one thread, its own SO_REUSEPORT listener, its own
 //! readers of every ring. A worker alone is a complete server.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -11,8 +13,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::{IoDriver, WorkerConfig};
 use crate::hub::{Hub, SCAN_INTERVAL};
-use crate::routes;
 use crate::ServerError;
+use crate::{metrics, routes};
 
 /// Pending connections the kernel keeps per listener before the worker accepts them.
 const LISTEN_BACKLOG: i32 = 4096;
@@ -20,6 +22,8 @@ const LISTEN_BACKLOG: i32 = 4096;
 const URING_ENTRIES: u32 = 4096;
 /// Back-off after accept fails (usually: out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a worker shares its metrics with the others.
+const METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// Per worker counters, for `/metrics`.
 #[derive(Default)]
@@ -27,8 +31,32 @@ pub struct WorkerCounters {
     pub connections: Cell<u64>,
     pub bad_requests: Cell<u64>,
     pub refused_full: Cell<u64>,
+    /// Connections refused because their address had `--max-clients-per-ip` already.
+    pub refused_per_ip: Cell<u64>,
+    /// Connections dropped for not sending a whole request head in time.
+    pub head_timeouts: Cell<u64>,
     pub ingest_frames: Cell<u64>,
     pub ingest_refused: Cell<u64>,
+    /// Connections still reading their request head (a gauge).
+    pub reading_heads: Cell<u64>,
+    /// Remote cameras connected now (a gauge).
+    pub ingest_connections: Cell<u64>,
+}
+
+/// Counts one in a gauge for as long as it lives.
+pub struct Gauged<'a>(&'a Cell<u64>);
+
+impl<'a> Gauged<'a> {
+    pub fn new(gauge: &'a Cell<u64>) -> Gauged<'a> {
+        gauge.set(gauge.get() + 1);
+        Gauged(gauge)
+    }
+}
+
+impl Drop for Gauged<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }
 
 /// What every connection task of a worker shares.
@@ -37,11 +65,32 @@ pub struct Worker {
     pub hub: Rc<Hub>,
     /// Streaming viewers now (WebSocket and MJPEG), checked against `--max-clients`.
     pub streaming: Cell<usize>,
+    /// Connections now, by address, checked against `--max-clients-per-ip`.
+    pub per_address: RefCell<HashMap<IpAddr, usize>>,
+    /// Where the server's workers keep their metrics snapshots (see `metrics`).
+    pub snapshots: PathBuf,
     pub counters: WorkerCounters,
     pub driver: &'static str,
 }
 
 impl Worker {
+    /// Counts a connection from `address` for as long as the returned guard lives; `None` when
+    /// that address has `--max-clients-per-ip` already.
+    pub fn admit_address(self: &Rc<Self>, address: IpAddr) -> Option<AddressGuard> {
+        let limit = self.config.max_clients_per_ip;
+        let mut counts = self.per_address.borrow_mut();
+        let count = counts.entry(address).or_insert(0);
+        if limit > 0 && *count >= limit {
+            crate::hub::bump(&self.counters.refused_per_ip, 1);
+            return None;
+        }
+        *count += 1;
+        Some(AddressGuard {
+            worker: Rc::clone(self),
+            address,
+        })
+    }
+
     /// Counts a streaming viewer for as long as the returned guard lives; `None` when full.
     pub fn admit(self: &Rc<Self>) -> Option<StreamingGuard> {
         if self.streaming.get() >= self.config.max_clients {
@@ -50,6 +99,23 @@ impl Worker {
         }
         self.streaming.set(self.streaming.get() + 1);
         Some(StreamingGuard(Rc::clone(self)))
+    }
+}
+
+pub struct AddressGuard {
+    worker: Rc<Worker>,
+    address: IpAddr,
+}
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        let mut counts = self.worker.per_address.borrow_mut();
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
     }
 }
 
@@ -109,33 +175,47 @@ async fn serve(
 ) -> Result<(), ServerError> {
     let local = listener.local_addr().map_err(ServerError::Accept)?;
     let listener = monoio::net::TcpListener::from_std(listener).map_err(ServerError::Accept)?;
-    let hub = Hub::new(&config.ring_dir, config.offline_after)?;
+    let hub = Hub::new(&config.ring_dir, config.offline_after, config.forget_after)?;
+    let snapshots = metrics::snapshot_dir(&config.ring_dir, local.port());
     let worker = Rc::new(Worker {
         config,
         hub: Rc::clone(&hub),
         streaming: Cell::new(0),
+        per_address: RefCell::new(HashMap::new()),
+        snapshots,
         counters: WorkerCounters::default(),
         driver,
     });
     hub.rescan();
     monoio::spawn(rescan_forever(hub));
+    monoio::spawn(publish_metrics_forever(Rc::clone(&worker)));
     tracing::info!(
         worker = %worker.config.worker_label,
         "serving http://{local} with {driver}, rings in {}",
         worker.config.ring_dir.display()
     );
     if worker.config.ingest_token.is_none() {
-        // Kept open for the older server's camera scripts, which send no token.
-        tracing::warn!(
-            worker = %worker.config.worker_label,
-            "ingest is open: anyone who reaches /ingest/{{cam}} can publish a camera (set --ingest-token)"
-        );
+        if worker.config.allow_open_ingest {
+            tracing::warn!(
+                worker = %worker.config.worker_label,
+                "ingest is open (--allow-open-ingest): anyone who reaches /ingest/{{cam}} can publish a camera"
+            );
+        } else {
+            tracing::info!(
+                worker = %worker.config.worker_label,
+                "ingest is closed: set --ingest-token to accept remote cameras"
+            );
+        }
     }
     loop {
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 crate::hub::bump(&worker.counters.connections, 1);
-                monoio::spawn(routes::handle_connection(Rc::clone(&worker), stream));
+                monoio::spawn(routes::handle_connection(
+                    Rc::clone(&worker),
+                    stream,
+                    peer.ip(),
+                ));
             }
             Err(e) => accept_failed(e).await,
         }
@@ -145,6 +225,20 @@ async fn serve(
 async fn accept_failed(e: io::Error) {
     tracing::warn!("accept: {e}");
     monoio::time::sleep(ACCEPT_BACKOFF).await;
+}
+
+/// This worker's metrics for the others to report, once a second (see `metrics`).
+async fn publish_metrics_forever(worker: Rc<Worker>) {
+    let mut warned = false;
+    loop {
+        if let Err(e) = metrics::publish_snapshot(&worker, &worker.snapshots) {
+            if !warned {
+                tracing::warn!("metrics of this worker cannot be shared with the others: {e}");
+                warned = true;
+            }
+        }
+        monoio::time::sleep(METRICS_EVERY).await;
+    }
 }
 
 async fn rescan_forever(hub: Rc<Hub>) {

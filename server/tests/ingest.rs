@@ -33,15 +33,17 @@ fn wait_demand(camera: &mut Ws, wanted: &[u8]) {
     });
 }
 
-fn ingest_reaches_viewers(ingest_path: &str, viewer_path: &str) {
+fn ingest_reaches_viewers(ingest_path: &str, viewer_path: &str, flags: &[&str]) {
     let dir = temp_ring_dir();
-    let server = Server::start(dir.path(), 2, &[]);
+    let server = Server::start(dir.path(), 2, flags);
     let mut camera = ws_connect(server.port, ingest_path);
-    wait_demand(&mut camera, b"0");
+    // Asked for a first frame, which makes the camera (nobody can watch it before).
+    wait_demand(&mut camera, b"1");
     camera
         .send(Message::binary(jpeg_number(0)))
         .expect("send a frame");
     wait_camera_listed(&server, "cam9");
+    wait_demand(&mut camera, b"0");
     let mut viewer = ws_connect(server.port, viewer_path);
     wait_demand(&mut camera, b"1");
     // The viewer may first get the frame sent before it came; then every frame sent after.
@@ -82,18 +84,37 @@ fn ingest_reaches_viewers(ingest_path: &str, viewer_path: &str) {
 
 #[test]
 fn frames_pushed_to_ingest_reach_ws_viewers_and_a_second_ingest_gets_409() {
-    ingest_reaches_viewers("/ingest/cam9", "/ws/cam9");
+    ingest_reaches_viewers(
+        "/ingest/cam9?token=cam-secret",
+        "/ws/cam9",
+        &["--ingest-token", "cam-secret"],
+    );
 }
 
+/// The older server's camera scripts: with the token added to their URL, or, without one, on a
+/// server whose ingest was opened on purpose.
 #[test]
 fn frames_pushed_to_the_old_route_reach_old_route_viewers() {
-    ingest_reaches_viewers("/video_remote_source/cam9", "/websocket_handler_site/cam9");
+    ingest_reaches_viewers(
+        "/video_remote_source/cam9?token=cam-secret",
+        "/websocket_handler_site/cam9",
+        &["--ingest-token", "cam-secret"],
+    );
+    ingest_reaches_viewers(
+        "/video_remote_source/cam9",
+        "/websocket_handler_site/cam9",
+        &["--allow-open-ingest"],
+    );
 }
 
 #[test]
 fn non_jpeg_and_oversized_frames_are_refused_with_a_close_reason() {
     let dir = temp_ring_dir();
-    let server = Server::start(dir.path(), 1, &["--max-frame-bytes", "65536"]);
+    let server = Server::start(
+        dir.path(),
+        1,
+        &["--max-frame-bytes", "65536", "--allow-open-ingest"],
+    );
     let expect_close = |camera: &mut Ws, code: u16| loop {
         match camera.read() {
             Ok(Message::Close(Some(close))) => {
@@ -116,6 +137,12 @@ fn non_jpeg_and_oversized_frames_are_refused_with_a_close_reason() {
             .ok()
             .map(|(ws, _)| ws)
     });
+    // Exactly the largest frame allowed: taken, its timing segment and all.
+    let largest = jpeg_number(65536 - base_jpeg().len());
+    camera.send(Message::binary(largest.clone())).expect("send");
+    wait_camera_listed(&server, "cam9");
+    let (_, got) = strip_timing(&server.get("/snapshot/cam9.jpg").body);
+    assert_eq!(got, largest);
     camera
         .send(Message::binary(jpeg_number(100_000)))
         .expect("send");

@@ -1,5 +1,5 @@
-//! What the server says in its log: that ingest is open without a token, and an unreadable ring
-//! file once, not at every scan.
+//! What the server says in its log: that ingest was opened without a token, and an unreadable
+//! ring file once, not at every scan; and that it says it without colour codes in a file.
 
 mod common;
 use common::*;
@@ -35,12 +35,19 @@ fn log_of(ring_dir: &std::path::Path, extra: &[&str], exercise: impl FnOnce(u16)
 }
 
 #[test]
-fn open_ingest_is_warned_about_and_a_token_silences_it() {
+fn ingest_opened_on_purpose_is_warned_about_and_the_log_has_no_colour_codes() {
     let dir = temp_ring_dir();
-    let open = log_of(dir.path(), &[], |_| {});
+    let open = log_of(dir.path(), &["--allow-open-ingest"], |_| {});
     assert!(open.contains("ingest is open"), "log: {open}");
-    let closed = log_of(dir.path(), &["--ingest-token", "s3cret"], |_| {});
-    assert!(!closed.contains("ingest is open"), "log: {closed}");
+    // Written to a pipe (as to a file or the journal): no ANSI escape sequences.
+    assert!(
+        !open.contains('\u{1b}'),
+        "colour codes in the log: {open:?}"
+    );
+    for quiet in [&[][..], &["--ingest-token", "s3cret"]] {
+        let log = log_of(dir.path(), quiet, |_| {});
+        assert!(!log.contains("ingest is open"), "log: {log}");
+    }
 }
 
 #[test]
