@@ -89,6 +89,27 @@ pub(crate) fn reserve_space(file: &File, len: u64, path: &Path) -> Result<(), Er
     }
 }
 
+/// Checks, before anything is made, that a new file of `needed` bytes (none: only the right
+/// to write) could go into `dir`: this process may write there, the file system is not
+/// read-only, and it has the room. Someone asking from outside (a remote camera) is then told
+/// why at once, rather than let in and cut off at its first frame. A directory not made yet
+/// passes: it is made with the file, and that says what went wrong.
+pub(crate) fn check_room(dir: &Path, needed: u64) -> Result<(), Error> {
+    match nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK) {
+        Err(nix::errno::Errno::ENOENT) => return Ok(()),
+        Err(errno) => return Err(Error::io(dir)(errno.into())),
+        Ok(()) => {}
+    }
+    match free_space(dir) {
+        Some(free) if free < needed => Err(Error::NoSpace {
+            dir: dir.to_owned(),
+            needed,
+            free: Some(free),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Bytes free for unprivileged use on the file system holding `dir`, if it can be told.
 fn free_space(dir: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(dir).ok()?;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::dir::{demand_path, ensure_ring_dir, open_regular, reserve_space, ring_path, Access};
+use crate::dir::{
+    check_room, demand_path, ensure_ring_dir, open_regular, reserve_space, ring_path, Access,
+};
 use crate::futex;
 use crate::mapped::{
     header_of, map_header, write_camera, Layout, MapAccess, MappedRing, RingGeometry, RingHeader,
@@ -690,13 +692,21 @@ fn pid_in(file: &File, path: &Path) -> Option<u32> {
     Some(header.writer_pid.load(Relaxed)).filter(|&pid| pid != 0)
 }
 
-/// Whether ingest may write `camera` now: it has no ring, or an ingest ring no live writer
-/// holds. A check before answering a remote camera; [`RingWriter::create_for_ingest`] decides.
-pub fn ingest_may_write(dir: &Path, camera: &CameraId) -> Result<(), Error> {
+/// Whether ingest may write `camera` now, in a ring of `geometry`: it has no ring (and the
+/// directory can take one: writable, with room), or an ingest ring no live writer holds. A
+/// check before answering a remote camera; [`RingWriter::create_for_ingest`] decides.
+pub fn ingest_may_write(
+    dir: &Path,
+    camera: &CameraId,
+    geometry: RingGeometry,
+) -> Result<(), Error> {
     let path = ring_path(dir, camera);
     let file = match open_regular(&path, Access::ReadOnly) {
         Ok(file) => file,
-        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let layout = Layout::for_geometry(geometry)?;
+            return check_room(dir, layout.file_size as u64);
+        }
         Err(e) => return Err(e),
     };
     if let Some(kind) = kind_of(&file, &path) {
@@ -705,7 +715,9 @@ pub fn ingest_may_write(dir: &Path, camera: &CameraId) -> Result<(), Error> {
         }
     }
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        Ok(_free) => Ok(()),
+        // Taken over in place, or replaced if its geometry differs: either way the writer
+        // writes the directory.
+        Ok(_free) => check_room(dir, 0),
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(Error::WriterBusy {
             pid: pid_in(&file, &path),
             path,

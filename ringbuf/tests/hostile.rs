@@ -565,7 +565,7 @@ fn an_unknown_writer_kind_counts_as_a_local_camera_that_ingest_never_takes() {
     for forged in [0u32, 3, u32::MAX] {
         poke_u32(&path, WRITER_KIND, forged);
         assert!(matches!(
-            ringbuf::ingest_may_write(dir.path(), &camera),
+            ringbuf::ingest_may_write(dir.path(), &camera, GEOMETRY),
             Err(Error::LocalCamera { .. })
         ));
         assert!(matches!(

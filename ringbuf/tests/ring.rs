@@ -352,7 +352,7 @@ fn ingest_never_writes_a_local_camera_and_forgets_only_its_own_abandoned_ones() 
     let local = CameraId::new("local").unwrap();
     drop(RingWriter::create(dir.path(), &local, small()).unwrap());
     assert!(matches!(
-        ringbuf::ingest_may_write(dir.path(), &local),
+        ringbuf::ingest_may_write(dir.path(), &local, small()),
         Err(Error::LocalCamera { .. })
     ));
     assert!(matches!(
@@ -360,7 +360,7 @@ fn ingest_never_writes_a_local_camera_and_forgets_only_its_own_abandoned_ones() 
         Err(Error::LocalCamera { .. })
     ));
 
-    ringbuf::ingest_may_write(dir.path(), &remote).unwrap();
+    ringbuf::ingest_may_write(dir.path(), &remote, small()).unwrap();
     let mut writer = RingWriter::create_for_ingest(dir.path(), &remote, small()).unwrap();
     writer.publish(b"x", WallNanos(1)).unwrap();
     assert_eq!(
@@ -368,7 +368,7 @@ fn ingest_never_writes_a_local_camera_and_forgets_only_its_own_abandoned_ones() 
         ringbuf::WriterKind::Ingest
     );
     assert!(matches!(
-        ringbuf::ingest_may_write(dir.path(), &remote),
+        ringbuf::ingest_may_write(dir.path(), &remote, small()),
         Err(Error::WriterBusy { .. })
     ));
     let gone_for = Duration::from_millis(200);

@@ -166,12 +166,18 @@ fn may_ingest(worker: &Worker, camera: &CameraId) -> Result<(), (Status, String)
             ));
         }
     }
-    match ringbuf::ingest_may_write(&worker.config.ring_dir, camera) {
+    match ringbuf::ingest_may_write(&worker.config.ring_dir, camera, ring_geometry(worker)) {
         Ok(()) => {}
         Err(e @ (ringbuf::Error::LocalCamera { .. } | ringbuf::Error::WriterBusy { .. })) => {
             return Err((Status::Conflict, e.to_string()))
         }
-        Err(e) => return Err((Status::InternalError, e.to_string())),
+        Err(e @ ringbuf::Error::NoSpace { .. }) => {
+            return Err((Status::InsufficientStorage, e.to_string()))
+        }
+        Err(e) => {
+            tracing::warn!(camera = %camera, "ingest: {e}");
+            return Err((Status::InternalError, e.to_string()));
+        }
     }
     too_many_cameras(worker, camera).map_or(Ok(()), |why| Err((Status::ServiceUnavailable, why)))
 }
@@ -294,6 +300,14 @@ fn publish(
         .map_err(|e| (close::TOO_BIG, e.to_string()))
 }
 
+fn ring_geometry(worker: &Worker) -> RingGeometry {
+    RingGeometry {
+        slot_count: INGEST_SLOTS,
+        // Room for a frame of exactly --max-frame-bytes once the timing segment is in it.
+        slot_size: worker.config.max_frame_bytes + TIMING_SEGMENT_MAX,
+    }
+}
+
 /// Makes (or takes over) the camera's ring and its demand file, at its first valid frame.
 fn open_ring(
     worker: &Worker,
@@ -303,11 +317,7 @@ fn open_ring(
     if let Some(why) = too_many_cameras(worker, camera) {
         return Err((close::TRY_AGAIN_LATER, why));
     }
-    let geometry = RingGeometry {
-        slot_count: INGEST_SLOTS,
-        // Room for a frame of exactly --max-frame-bytes once the timing segment is in it.
-        slot_size: worker.config.max_frame_bytes + TIMING_SEGMENT_MAX,
-    };
+    let geometry = ring_geometry(worker);
     let dir = &worker.config.ring_dir;
     let refused = |e: ringbuf::Error| {
         tracing::warn!(camera = %camera, "ingest: {e}");

@@ -35,6 +35,16 @@ fn scribble(path: &Path, offset: u64, len: usize) {
 /// Something another process does to the ring or demand file: `(ring, demand, ring length)`.
 type Tamper = fn(&Path, &Path, u64);
 
+/// A remote camera's WebSocket handshake for `/ingest/{camera}`, with the token "secret".
+fn ask_to_ingest(port: u16, camera: &str) -> Response {
+    let request = format!(
+        "GET /ingest/{camera} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer secret\r\n\r\n"
+    );
+    raw_request(port, request.as_bytes()).unwrap()
+}
+
 /// Every viewer receives a frame newer than `after`; returns the newest frame number seen.
 fn all_receive_frames_after(viewers: &mut [Ws], after: u64) -> u64 {
     let mut newest = after;
@@ -128,13 +138,7 @@ fn a_ring_directory_without_room_refuses_capture_and_ingest_and_kills_nothing() 
 
     let server = Server::start(&tmpfs.dir, 2, &["--ingest-token", "secret"]);
     let workers = worker_pids(&server);
-    let response = raw_request(
-        server.port,
-        b"GET /ingest/cam2 HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
-          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer secret\r\n\r\n",
-    )
-    .unwrap();
+    let response = ask_to_ingest(server.port, "cam2");
     assert_eq!(
         response.status,
         507,
@@ -143,5 +147,58 @@ fn a_ring_directory_without_room_refuses_capture_and_ingest_and_kills_nothing() 
     );
     assert!(String::from_utf8_lossy(&response.body).contains("no space"));
     assert_eq!(server.get("/healthz").status, 200);
+    assert_eq!(worker_pids(&server), workers);
+}
+
+#[test]
+fn a_read_only_ring_directory_refuses_capture_and_ingest_and_still_serves_what_it_holds() {
+    if !root_for(
+        "a_read_only_ring_directory_refuses_capture_and_ingest_and_still_serves_what_it_holds",
+    ) {
+        return;
+    }
+    let tmpfs = SmallTmpfs::mount("64m");
+    // A camera that ran before the directory went read-only: its ring stays, offline.
+    let mut earlier = start_capture(&tmpfs.dir, "cam1", 15, &[]);
+    wait_for("the first ring", || {
+        ring_path(&tmpfs.dir, "cam1").exists().then_some(())
+    });
+    earlier.0.kill().unwrap();
+    earlier.0.wait().unwrap();
+    tmpfs.remount_read_only();
+
+    let capture = Command::new(capture_binary())
+        .args(["--camera", "cam2", "--source", "test"])
+        .arg("--ring-dir")
+        .arg(&tmpfs.dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&capture.stderr);
+    assert_eq!(capture.status.code(), Some(1), "capture: {stderr}");
+    assert!(
+        stderr.contains(&tmpfs.dir.display().to_string()) && stderr.contains("Read-only"),
+        "capture names the directory and why: {stderr}"
+    );
+
+    let server = Server::start(&tmpfs.dir, 2, &["--ingest-token", "secret"]);
+    let workers = worker_pids(&server);
+    let response = ask_to_ingest(server.port, "cam3");
+    let body = String::from_utf8_lossy(&response.body);
+    assert_eq!(response.status, 500, "{body}");
+    assert!(body.contains("Read-only"), "{body}");
+    wait_camera_listed(&server, "cam1");
+    assert_eq!(
+        server.camera_field("cam1", "status"),
+        Some(serde_json::json!("offline"))
+    );
+    let snapshot = server.get("/snapshot/cam1.jpg");
+    assert_eq!(snapshot.status, 200);
+    assert_eq!(
+        &snapshot.body[..2],
+        b"\xff\xd8",
+        "the last frame, as a JPEG"
+    );
+    assert_eq!(server.get("/metrics").status, 200);
     assert_eq!(worker_pids(&server), workers);
 }

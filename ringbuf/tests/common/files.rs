@@ -59,6 +59,17 @@ impl SmallTmpfs {
         SmallTmpfs { _base: base, dir }
     }
 
+    /// Makes the file system read-only (fails while any file on it is open for writing: the
+    /// kernel refuses with EBUSY).
+    pub fn remount_read_only(&self) {
+        let status = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "remount {} read-only", self.dir.display());
+    }
+
     /// Takes every byte left.
     pub fn fill(&self) {
         use std::io::Write;
