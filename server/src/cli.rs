@@ -95,7 +95,8 @@ pub struct Args {
     #[arg(long, env = "RINGCAST_MAX_CLIENTS_PER_IP", default_value_t = 0)]
     pub max_clients_per_ip: usize,
 
-    /// Most streaming viewers (WebSocket and MJPEG) per worker; more get 503.
+    /// Most streaming connections per worker (WebSocket and MJPEG viewers, ingest cameras);
+    /// more get 503.
     #[arg(long, env = "RINGCAST_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,
 

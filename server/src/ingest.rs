@@ -108,12 +108,24 @@ pub async fn serve(
             return;
         }
     };
-    if let Err((status, reason)) = may_ingest(&worker, &camera) {
-        bump(&worker.counters.ingest_refused, 1);
-        tracing::info!(camera = %camera, "ingest refused: {reason}");
-        let _ = http::refuse_and_close(&mut stream, error_response(status, &reason)).await;
-        return;
-    }
+    // A camera is a streaming connection like a viewer: it counts against --max-clients.
+    let admitted = may_ingest(&worker, &camera).and_then(|()| {
+        worker.admit().ok_or_else(|| {
+            (
+                Status::ServiceUnavailable,
+                "too many connections (--max-clients)".to_owned(),
+            )
+        })
+    });
+    let _admitted = match admitted {
+        Ok(guard) => guard,
+        Err((status, reason)) => {
+            bump(&worker.counters.ingest_refused, 1);
+            tracing::info!(camera = %camera, "ingest refused: {reason}");
+            let _ = http::refuse_and_close(&mut stream, error_response(status, &reason)).await;
+            return;
+        }
+    };
     let handshake = websocket::handshake_response(&accept);
     if http::write_within(&mut stream, handshake, http::WRITE_TIMEOUT)
         .await

@@ -154,7 +154,7 @@ const CAMERA_METRICS: &[Metric<Camera>] = &[
 const WORKER_METRICS: &[Metric<Worker>] = &[
     gauge(
         "ringcast_streaming_clients",
-        "Streaming viewers now.",
+        "Streaming connections now: viewers and ingest cameras.",
         |w| w.streaming.get() as u64,
     ),
     gauge(

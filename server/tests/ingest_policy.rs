@@ -297,3 +297,26 @@ fn a_camera_that_left_is_forgotten_with_its_files() {
         Some(serde_json::json!("offline"))
     );
 }
+
+#[test]
+fn ingest_cameras_count_against_max_clients_with_the_viewers() {
+    let dir = temp_ring_dir();
+    let server = Server::start(
+        dir.path(),
+        1,
+        &["--allow-open-ingest", "--max-clients", "1"],
+    );
+    let mut camera = ws_connect(server.port, "/ingest/cam1");
+    camera.send(Message::binary(base_jpeg().to_vec())).unwrap();
+    wait_camera_listed(&server, "cam1");
+    assert_eq!(upgrade_status(server.port, "/ws/cam1", ""), 503, "a viewer");
+    assert_eq!(
+        upgrade_status(server.port, "/ingest/cam2", ""),
+        503,
+        "a second camera"
+    );
+    drop(camera);
+    wait_for("room for a viewer", || {
+        (upgrade_status(server.port, "/ws/cam1", "") == 101).then_some(())
+    });
+}

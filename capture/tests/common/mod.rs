@@ -60,7 +60,7 @@ impl Drop for Running {
 pub fn capture(args: &[&str]) -> Running {
     let child = Command::new(bin())
         .args(args)
-        .env_remove("RUST_LOG")
+        .env_remove("RINGCAST_LOG")
         .stdin(Stdio::null())
         .spawn()
         .expect("start ringcast-capture");
