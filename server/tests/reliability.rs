@@ -156,6 +156,9 @@ fn a_killed_worker_is_restarted_and_the_other_workers_viewers_lose_no_frame() {
     assert_eq!(workers.len(), 2, "twelve viewers all landed on one worker");
     let victim = workers[0];
     std::thread::sleep(Duration::from_secs(1));
+    // Frames from here on must all arrive. (Before, while twelve viewers connect on a busy
+    // machine, a starved worker may skip, as it should; that is not what is tested here.)
+    let at_kill = frame_no(&server.get("/snapshot/cam1.jpg").body);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(victim as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -163,6 +166,8 @@ fn a_killed_worker_is_restarted_and_the_other_workers_viewers_lose_no_frame() {
     .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut survivors = 0;
+    let mut frames = 0;
     for (port, viewer) in viewers {
         let (numbers, connected) = viewer.join().unwrap();
         if owners[&port] == victim {
@@ -173,11 +178,14 @@ fn a_killed_worker_is_restarted_and_the_other_workers_viewers_lose_no_frame() {
             connected,
             "a viewer of the surviving worker lost its connection"
         );
-        assert!(numbers.len() >= 40, "{numbers:?}");
+        let since_kill: Vec<u64> = numbers.into_iter().filter(|&n| n >= at_kill).collect();
+        assert!(since_kill.len() >= 30, "{since_kill:?}");
         assert!(
-            frame_numbers_consecutive(&numbers),
-            "a viewer of the surviving worker lost frames: {numbers:?}"
+            frame_numbers_consecutive(&since_kill),
+            "a viewer of the surviving worker lost frames: {since_kill:?}"
         );
+        survivors += 1;
+        frames += since_kill.len();
     }
     wait_for("the killed worker restarted", || {
         let children =
@@ -191,6 +199,9 @@ fn a_killed_worker_is_restarted_and_the_other_workers_viewers_lose_no_frame() {
     });
     let mut again = ws_connect(server.port, "/ws/cam1");
     next_binary(&mut again);
+    println!(
+        "{survivors} viewers of the surviving worker received {frames} frames from the kill on, none lost"
+    );
 }
 
 /// Lets this test process hold `n` sockets.
@@ -231,6 +242,7 @@ fn two_thousand_half_requests_keep_no_viewer_out() {
         .collect();
     assert!(frame_numbers_consecutive(&numbers), "{numbers:?}");
     assert_eq!(server.get("/healthz").status, 200);
+    println!("2000 half requests held; a new viewer received 10 consecutive frames");
     drop(half_open);
 }
 
