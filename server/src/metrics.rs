@@ -252,12 +252,6 @@ pub fn publish_snapshot(worker: &Worker, dir: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, dir.join(format!("worker-{label}.json")))
 }
 
-/// Removes this worker's snapshot, when it stops.
-pub fn withdraw_snapshot(worker: &Worker, dir: &Path) {
-    let label = &worker.config.worker_label;
-    let _ = std::fs::remove_file(dir.join(format!("worker-{label}.json")));
-}
-
 /// The workers' snapshots that are fresh; those of workers long gone are removed.
 fn read_snapshots(dir: &Path) -> Vec<Snapshot> {
     let Ok(entries) = std::fs::read_dir(dir) else {
