@@ -10,12 +10,14 @@
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime};
 
-use ringbuf::{Clock, SystemClock};
+use ringbuf::{CameraId, Clock, SystemClock};
 use serde::{Deserialize, Serialize};
 
 use crate::hub::{Camera, CameraState};
@@ -25,6 +27,8 @@ use crate::worker::Worker;
 const STALE_AFTER: Duration = Duration::from_secs(5);
 /// A gone worker's snapshot is removed after this (its label may be a pid that never returns).
 const REMOVE_AFTER: Duration = Duration::from_secs(60);
+/// A snapshot is a few KiB; a larger file is not one.
+const MAX_SNAPSHOT_BYTES: u64 = 64 << 10;
 
 /// One camera in `/api/cameras`.
 #[derive(Serialize)]
@@ -203,7 +207,7 @@ const WORKER_METRICS: &[Metric<Worker>] = &[
 ];
 
 /// What a worker publishes of itself for the others to report.
-#[derive(Serialize, Deserialize, Debug, Default, PartialEq)]
+#[derive(Serialize, Deserialize, Debug)]
 pub struct Snapshot {
     worker: String,
     values: BTreeMap<String, u64>,
@@ -235,6 +239,12 @@ impl Snapshot {
             cameras,
         }
     }
+
+    /// Whether what a file says can go into a scrape as it is: it names the worker its file is
+    /// named for, and its cameras are camera names (labels are printed unescaped).
+    fn is_sound(&self, label: &str) -> bool {
+        self.worker == label && self.cameras.keys().all(|c| CameraId::new(c).is_ok())
+    }
 }
 
 /// Where the workers of the server on `port` keep their snapshots.
@@ -242,18 +252,37 @@ pub fn snapshot_dir(ring_dir: &Path, port: u16) -> PathBuf {
     ring_dir.join(format!(".metrics-{port}"))
 }
 
-/// Writes this worker's snapshot for the others (in one step: a reader never sees half of it).
-pub fn publish_snapshot(worker: &Worker, dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let label = &worker.config.worker_label;
-    let tmp = dir.join(format!(".worker-{label}.json.tmp"));
-    let json = serde_json::to_vec(&Snapshot::of(worker)).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, json)?;
-    std::fs::rename(&tmp, dir.join(format!("worker-{label}.json")))
+/// Writes this worker's snapshot for the others, in one step (a reader never sees half of it).
+///
+/// The directory lies in the ring directory, which other users of the group may write: it gets
+/// the ring directory's checks (not a link, not another user's, not writable by others), and
+/// files are created anew without following links, so nothing planted there is written through.
+pub fn publish_snapshot(snapshot: &Snapshot, dir: &Path) -> io::Result<()> {
+    ringbuf::ensure_ring_dir(dir).map_err(io::Error::other)?;
+    let tmp = dir.join(format!(".worker-{}.json.tmp", snapshot.worker));
+    // Left by a worker killed mid-write, or planted: a link is removed, not followed.
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    let json = serde_json::to_vec(snapshot).map_err(io::Error::other)?;
+    file.write_all(&json)?;
+    std::fs::rename(&tmp, dir.join(format!("worker-{}.json", snapshot.worker)))
 }
 
-/// The workers' snapshots that are fresh; those of workers long gone are removed.
-fn read_snapshots(dir: &Path) -> Vec<Snapshot> {
+/// The label of a snapshot file's worker, from its name `worker-<label>.json`: a worker index
+/// or a pid.
+fn label_of(name: &str) -> Option<&str> {
+    let label = name.strip_prefix("worker-")?.strip_suffix(".json")?;
+    (!label.is_empty() && label.len() <= 20 && label.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(label)
+}
+
+/// The other workers' snapshots that are fresh; those of workers long gone are removed.
+fn read_snapshots(dir: &Path, own: &str) -> Vec<Snapshot> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -261,39 +290,59 @@ fn read_snapshots(dir: &Path) -> Vec<Snapshot> {
     let mut fresh = Vec::new();
     for entry in entries.filter_map(Result::ok) {
         let name = entry.file_name();
-        if !name.to_string_lossy().starts_with("worker-") {
-            continue;
-        }
-        let Ok(modified) = entry.metadata().and_then(|m| m.modified()) else {
+        let Some(label) = name.to_str().and_then(label_of) else {
             continue;
         };
-        let age = now.duration_since(modified).unwrap_or_default();
-        if age > REMOVE_AFTER {
+        if label == own {
+            continue;
+        }
+        let Some((snapshot, modified)) = read_snapshot(&entry.path()) else {
+            continue;
+        };
+        // A time ahead of this clock (a clock set back, or a forged time) does not keep a
+        // snapshot fresh for ever: only a little skew counts as now.
+        let age = now
+            .duration_since(modified)
+            .unwrap_or_else(|ahead| REMOVE_AFTER.saturating_sub(ahead.duration()));
+        if age > REMOVE_AFTER || modified.duration_since(now).is_ok_and(|a| a > REMOVE_AFTER) {
             let _ = std::fs::remove_file(entry.path());
-        } else if age <= STALE_AFTER {
-            fresh.extend(
-                std::fs::read(entry.path())
-                    .ok()
-                    .and_then(|bytes| serde_json::from_slice::<Snapshot>(&bytes).ok()),
-            );
+        } else if age <= STALE_AFTER && snapshot.is_sound(label) {
+            fresh.push(snapshot);
         }
     }
     fresh
 }
 
+/// A snapshot file and its modification time: a regular file (opened without following links,
+/// and without blocking on a FIFO) of at most [`MAX_SNAPSHOT_BYTES`] that parses.
+fn read_snapshot(path: &Path) -> Option<(Snapshot, SystemTime)> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > MAX_SNAPSHOT_BYTES {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SNAPSHOT_BYTES).read_to_end(&mut bytes).ok()?;
+    let snapshot = serde_json::from_slice(&bytes).ok()?;
+    Some((snapshot, meta.modified().ok()?))
+}
+
 /// `/metrics` in the Prometheus text exposition format, for every worker of the server.
 ///
-/// Every worker's values, its own included, are read from the snapshot files, the answering
-/// worker's written just before: a series then only ever moves forward from one scrape to the
-/// next, whichever worker answers (a counter seen going back would read as a restart).
+/// This worker's values are its own, now; the others' come from their snapshot files. This
+/// worker's file is written first with the values reported here, so a later scrape answered by
+/// another worker never reports less: a series only moves forward from one scrape to the next,
+/// whichever worker answers (a counter seen going back would read as a restart), as long as the
+/// snapshots can be written.
 pub fn prometheus(worker: &Worker, snapshots: &Path) -> String {
     let own = Snapshot::of(worker);
-    let mut all = if publish_snapshot(worker, snapshots).is_ok() {
-        Vec::new()
-    } else {
-        vec![own]
-    };
-    all.extend(read_snapshots(snapshots));
+    let _ = publish_snapshot(&own, snapshots);
+    let mut all = read_snapshots(snapshots, &own.worker);
+    all.push(own);
     all.sort_by(|a, b| a.worker.cmp(&b.worker));
     let mut out = String::new();
     camera_gauges(&mut out, &worker.hub.all_cameras());

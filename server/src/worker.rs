@@ -231,7 +231,8 @@ async fn accept_failed(e: io::Error) {
 async fn publish_metrics_forever(worker: Rc<Worker>) {
     let mut warned = false;
     loop {
-        if let Err(e) = metrics::publish_snapshot(&worker, &worker.snapshots) {
+        let snapshot = metrics::Snapshot::of(&worker);
+        if let Err(e) = metrics::publish_snapshot(&snapshot, &worker.snapshots) {
             if !warned {
                 tracing::warn!("metrics of this worker cannot be shared with the others: {e}");
                 warned = true;

@@ -1,6 +1,7 @@
 //! Other processes changing the files between capture and server — ring and demand files cut
-//! short, grown, scribbled on — and a ring directory with no room: no ringcast process dies,
-//! viewers keep their connections, and frames flow again.
+//! short, grown, scribbled on, junk planted among the workers' metrics snapshots — and a ring
+//! directory with no room or read-only: no ringcast process dies, viewers keep their
+//! connections, and frames flow again.
 
 mod common;
 #[path = "../../ringbuf/tests/common/files.rs"]
@@ -10,6 +11,7 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 use files::{root_for, truncate, SmallTmpfs};
@@ -200,5 +202,67 @@ fn a_read_only_ring_directory_refuses_capture_and_ingest_and_still_serves_what_i
         "the last frame, as a JPEG"
     );
     assert_eq!(server.get("/metrics").status, 200);
+    assert_eq!(worker_pids(&server), workers);
+}
+
+#[test]
+fn junk_in_the_metrics_directory_is_left_out_of_scrapes_and_never_written_through() {
+    let dir = temp_ring_dir();
+    let server = Server::start(dir.path(), 2, &[]);
+    let workers = worker_pids(&server);
+    let metrics = dir.path().join(format!(".metrics-{}", server.port));
+    wait_for("both workers' snapshots", || {
+        (metrics.join("worker-0.json").exists() && metrics.join("worker-1.json").exists())
+            .then_some(())
+    });
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    // A link where worker 1 writes its next snapshot; a FIFO, a huge file, series to inject,
+    // a camera label to break out of, and a file naming another worker, all posing as workers.
+    std::os::unix::fs::symlink(&victim, metrics.join(".worker-1.json.tmp")).unwrap();
+    let fifo = Command::new("mkfifo")
+        .arg(metrics.join("worker-7.json"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    std::fs::write(metrics.join("worker-8.json"), vec![b' '; 1 << 20]).unwrap();
+    std::fs::write(
+        metrics.join("worker-9.json"),
+        r#"{"worker":"9\"} 1\nringcast_injected{x=\"","values":{},"cameras":{}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        metrics.join("worker-10.json"),
+        r#"{"worker":"10","values":{},"cameras":{"a\"} 1\ninjected":{}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        metrics.join("worker-11.json"),
+        r#"{"worker":"1","values":{"ringcast_connections_total":999999},"cameras":{}}"#,
+    )
+    .unwrap();
+    // Every worker publishes at least once meanwhile.
+    std::thread::sleep(Duration::from_millis(2500));
+    for _ in 0..6 {
+        let scrape = server.get("/metrics");
+        assert_eq!(scrape.status, 200);
+        let text = String::from_utf8(scrape.body).unwrap();
+        let workers_seen: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ringcast_connections_total{"))
+            .filter_map(|l| l.split("worker=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(
+            workers_seen.into_iter().collect::<Vec<_>>(),
+            ["0", "1"],
+            "{text}"
+        );
+        assert!(
+            !text.contains("injected") && !text.contains("999999"),
+            "{text}"
+        );
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
     assert_eq!(worker_pids(&server), workers);
 }
