@@ -24,7 +24,7 @@ use ringbuf::frame::{check_jpeg, insert_timing, read_timing, FrameTiming, TIMING
 use ringbuf::{CameraId, Clock, RingGeometry, RingWriter, SystemClock, VideoFormat};
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 
-use crate::http::{self, error_response, Request, Status};
+use crate::http::{self, Request, Status};
 use crate::hub::bump;
 use crate::websocket::{self, close, Incoming, WsReader};
 use crate::worker::{Gauged, Worker};
@@ -43,6 +43,8 @@ const IDLE_AFTER_LAST_FRAME: Duration = Duration::from_secs(1);
 const CAMERA_GONE_AFTER: Duration = Duration::from_secs(15);
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// SO_SNDBUF of a camera's socket (Linux doubles it).
+const CAMERA_SNDBUF: usize = 8 << 10;
 
 /// One ingest connection's state, shared by its reading task and its sending task.
 struct IngestControl {
@@ -102,11 +104,7 @@ pub async fn serve(
 ) {
     let accept = match websocket::accept_key(&request) {
         Ok(accept) => accept,
-        Err(e) => {
-            let _ = http::refuse_and_close(&mut stream, error_response(e.status(), &e.to_string()))
-                .await;
-            return;
-        }
+        Err(e) => return crate::routes::refuse(&worker, stream, e.status(), &e.to_string()).await,
     };
     // A camera is a streaming connection like a viewer: it counts against --max-clients.
     let admitted = may_ingest(&worker, &camera).and_then(|()| {
@@ -122,10 +120,12 @@ pub async fn serve(
         Err((status, reason)) => {
             bump(&worker.counters.ingest_refused, 1);
             tracing::info!(camera = %camera, "ingest refused: {reason}");
-            let _ = http::refuse_and_close(&mut stream, error_response(status, &reason)).await;
-            return;
+            return crate::routes::refuse(&worker, stream, status, &reason).await;
         }
     };
+    // Counted from here, before the handshake's await, so that connections arriving meanwhile
+    // see it.
+    let _connected = Gauged::new(&worker.counters.ingest_connections);
     let handshake = websocket::handshake_response(&accept);
     if http::write_within(&mut stream, handshake, http::WRITE_TIMEOUT)
         .await
@@ -134,7 +134,6 @@ pub async fn serve(
         return;
     }
     tune_camera_socket(&stream);
-    let _connected = Gauged::new(&worker.counters.ingest_connections);
     tracing::info!(camera = %camera, "ingest camera connected");
     let control = Rc::new(IngestControl::new());
     let socket = stream.as_raw_fd();
@@ -191,6 +190,15 @@ fn may_ingest(worker: &Worker, camera: &CameraId) -> Result<(), (Status, String)
             return Err((Status::InternalError, e.to_string()));
         }
     }
+    // Connections waiting for their first frame have no ring yet, but may each hold a
+    // message of up to --max-frame-bytes: they are capped too.
+    let max = worker.config.max_ingest_cameras;
+    if worker.counters.ingest_connections.get() >= max as u64 {
+        return Err((
+            Status::ServiceUnavailable,
+            format!("this worker takes at most {max} ingest connections (--max-ingest-cameras)"),
+        ));
+    }
     too_many_cameras(worker, camera).map_or(Ok(()), |why| Err((Status::ServiceUnavailable, why)))
 }
 
@@ -208,14 +216,19 @@ fn too_many_cameras(worker: &Worker, camera: &CameraId) -> Option<String> {
         .then(|| format!("this server takes at most {max} ingest cameras (--max-ingest-cameras)"))
 }
 
-/// Turns off Nagle (the one-byte demand messages should not wait) and makes a camera that
+/// Turns off Nagle (the one-byte demand messages should not wait), makes a camera that
 /// vanished without closing (power or network gone) noticed within [`CAMERA_GONE_AFTER`], by
-/// keepalive while nothing is sent and by TCP_USER_TIMEOUT while messages go unacknowledged.
+/// keepalive while nothing is sent and by TCP_USER_TIMEOUT while messages go unacknowledged, and
+/// keeps the send buffer small: a camera is sent only one-byte messages and pongs, so one that
+/// takes none of them (while flooding pings, say) is found out after kilobytes, not megabytes.
 fn tune_camera_socket(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
     // SAFETY: the descriptor belongs to `stream`, which outlives this borrow.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
     let socket = socket2::SockRef::from(&fd);
+    if let Err(e) = socket.set_send_buffer_size(CAMERA_SNDBUF) {
+        tracing::warn!("SO_SNDBUF: {e}");
+    }
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(KEEPALIVE_IDLE)
         .with_interval(KEEPALIVE_INTERVAL);
@@ -377,8 +390,6 @@ async fn send_demand<W: AsyncWriteRent>(
             tracing::info!("ingest camera dropped: {reason}");
             let frame = websocket::close_frame(close::POLICY_VIOLATION, &reason);
             let _ = monoio::time::timeout(CLOSE_GRACE, out.write_all(frame)).await;
-            // Ends the reading task's read at once, whatever the camera does.
-            let _ = nix::sys::socket::shutdown(socket, nix::sys::socket::Shutdown::Both);
             break;
         }
         let finished = control.finished.borrow_mut().take();
@@ -441,6 +452,10 @@ async fn send_demand<W: AsyncWriteRent>(
         )
         .await;
     }
+    // However the sender ends (idle camera, a camera that takes nothing, the reader finished),
+    // the reading task's read ends at once too: a connection is never left reading with nobody
+    // enforcing the idle limit.
+    let _ = nix::sys::socket::shutdown(socket, nix::sys::socket::Shutdown::Both);
     control.sender_done.set(true);
     control.wake();
 }

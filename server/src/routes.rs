@@ -68,8 +68,15 @@ pub fn route(path: &str) -> Route<'_> {
 pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream, peer: IpAddr) {
     // Held for the whole connection, streaming included.
     let Some(_address) = worker.admit_address(peer) else {
+        // Closed at once, without waiting for the rest of its input as other refusals do: that
+        // wait would let the address hold yet more sockets.
         let reason = format!("too many connections from {peer}");
-        return refuse(&worker, stream, Status::ServiceUnavailable, &reason).await;
+        let _ = http::send_and_close(
+            &mut stream,
+            error_response(Status::ServiceUnavailable, &reason),
+        )
+        .await;
+        return;
     };
     let reading = Gauged::new(&worker.counters.reading_heads);
     let head = http::read_head(&mut stream).await;
@@ -105,7 +112,8 @@ pub async fn handle_connection(worker: Rc<Worker>, mut stream: TcpStream, peer: 
     dispatch(worker, stream, request, already).await;
 }
 
-async fn refuse(worker: &Worker, mut stream: TcpStream, status: Status, reason: &str) {
+/// Answers with an error status and closes; a client's error (4xx) counts as a bad request.
+pub(crate) async fn refuse(worker: &Worker, mut stream: TcpStream, status: Status, reason: &str) {
     if status.is_client_error() {
         bump(&worker.counters.bad_requests, 1);
     }

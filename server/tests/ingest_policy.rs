@@ -320,3 +320,43 @@ fn ingest_cameras_count_against_max_clients_with_the_viewers() {
         (upgrade_status(server.port, "/ws/cam1", "") == 101).then_some(())
     });
 }
+
+#[test]
+fn connections_waiting_for_a_first_frame_are_capped_too() {
+    let dir = temp_ring_dir();
+    let server = Server::start(
+        dir.path(),
+        1,
+        &["--allow-open-ingest", "--max-ingest-cameras", "2"],
+    );
+    let waiting: Vec<Ws> = ["a", "b"]
+        .iter()
+        .map(|name| ws_connect(server.port, &format!("/ingest/{name}")))
+        .collect();
+    assert_eq!(upgrade_status(server.port, "/ingest/c", ""), 503);
+    drop(waiting);
+    wait_for("room again", || {
+        (upgrade_status(server.port, "/ingest/c", "") == 101).then_some(())
+    });
+}
+
+#[test]
+fn a_camera_that_floods_pings_and_never_reads_is_cut_off() {
+    let dir = temp_ring_dir();
+    let server = Server::start(dir.path(), 1, &["--allow-open-ingest"]);
+    let mut camera = ws_connect_small_rcvbuf(server.port, "/ingest/flood", 4096);
+    camera
+        .send(Message::binary(base_jpeg().to_vec()))
+        .expect("the first frame");
+    // Pongs pile up unread until the server gives up writing them; then the connection ends,
+    // and sending fails.
+    let payload = vec![0x55; 125];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let ended = std::iter::repeat_with(|| camera.send(Message::Ping(payload.clone().into())))
+        .take_while(|_| std::time::Instant::now() < deadline)
+        .find_map(Result::err);
+    assert!(ended.is_some(), "the connection was never cut");
+    wait_for("the camera offline", || {
+        (server.camera_field("flood", "status")? == "offline").then_some(())
+    });
+}
