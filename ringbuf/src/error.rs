@@ -20,6 +20,9 @@ pub enum Error {
     #[error("{}: a capture on this host writes this camera; ingest may not", path.display())]
     LocalCamera { path: PathBuf },
 
+    #[error("{}: a remote camera (ingest, in server process{}) holds this ring; it has been asked to give it up, try again", path.display(), pid_suffix(*pid))]
+    HeldByIngest { path: PathBuf, pid: Option<u32> },
+
     #[error("ring directory {}: no space for a file of {}{}: free space on that file system, or make the ring smaller", dir.display(), size(*needed), free_suffix(*free))]
     NoSpace {
         dir: PathBuf,

@@ -67,5 +67,5 @@ pub use watcher::RingWatcher;
 #[cfg(not(loom))]
 pub use writer::{
     forget_abandoned_ingest_camera, ingest_may_write, RingWriter, VideoFormat, WriterKind,
-    WriterState,
+    WriterState, INGEST_YIELD_WAIT,
 };

@@ -78,7 +78,9 @@ pub(crate) struct RingHeader {
     /// Who writes this camera: [`KIND_LOCAL`] or [`KIND_INGEST`]; 0 in files made before the
     /// field existed, which count as local.
     pub(crate) writer_kind: AtomicU32,
-    pub(crate) _reserved: AtomicU32,
+    /// Pid of a capture on this host waiting for this ring while an ingest writer holds it (0:
+    /// none). The ingest writer gives the ring up; the capture's writer clears it.
+    pub(crate) local_claim: AtomicU32,
 }
 
 /// `writer_kind`: a capture process on this host.

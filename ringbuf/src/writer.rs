@@ -28,6 +28,10 @@ const RING_MODE: u32 = 0o640;
 
 /// How often `create` retries when the file is replaced or created under it by another process.
 const CREATE_ATTEMPTS: usize = 5;
+/// How long [`RingWriter::create`] waits for an ingest writer to give up a local camera's ring.
+/// Server workers look at least every 100 ms.
+pub const INGEST_YIELD_WAIT: Duration = Duration::from_secs(3);
+const INGEST_YIELD_POLL: Duration = Duration::from_millis(50);
 
 /// How often a writer checks that its file is still sound: at its path, whole, its header as
 /// written. Between checks, a file cut short is noticed as soon as the writer touches a page it
@@ -125,12 +129,26 @@ impl RingWriter {
     /// replaced by a new file that continues the numbering where it can be read. The file's
     /// space is reserved here: a full file system is an error now ([`Error::NoSpace`]), never a
     /// fault later.
+    ///
+    /// A camera of this host comes before a remote one: if ingest holds the ring, the ingest
+    /// writer is asked to give it up and this waits up to [`INGEST_YIELD_WAIT`] for it
+    /// ([`Error::HeldByIngest`] if it did not).
     pub fn create(
         dir: &Path,
         camera: &CameraId,
         geometry: RingGeometry,
     ) -> Result<RingWriter, Error> {
-        RingWriter::create_as(dir, camera, geometry, WriterKind::Local)
+        let started = SystemClock.mono();
+        loop {
+            match RingWriter::create_as(dir, camera, geometry, WriterKind::Local) {
+                Err(Error::HeldByIngest { .. })
+                    if SystemClock.mono().since(started) < INGEST_YIELD_WAIT =>
+                {
+                    std::thread::sleep(INGEST_YIELD_POLL);
+                }
+                result => return result,
+            }
+        }
     }
 
     /// [`create`](Self::create) for a remote camera's frames (ingest): the same, except that a
@@ -161,6 +179,7 @@ impl RingWriter {
                 Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     let fresh = NewRing {
                         camera,
+                        kind,
                         layout,
                         head: FrameNo::NONE,
                     };
@@ -207,6 +226,10 @@ impl RingWriter {
         header.writer_pid.store(std::process::id(), Relaxed);
         header.writer_starts.fetch_add(1, Relaxed);
         header.writer_kind.store(self.kind.raw(), Relaxed);
+        if self.kind == WriterKind::Local {
+            // The ring is the local capture's again: whoever asked for it has it.
+            header.local_claim.store(0, Relaxed);
+        }
         header.heartbeat.store(SystemClock.mono().0, Relaxed);
         header.writer_state.store(self.state.raw(), Relaxed);
         store_format(header, self.format);
@@ -215,6 +238,13 @@ impl RingWriter {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// For an ingest writer: whether a capture on this host has asked for this camera's ring
+    /// (it is waiting in [`RingWriter::create`]). The ingest writer should then be dropped
+    /// soon: a local camera has the name before a remote one.
+    pub fn local_capture_waits(&self) -> bool {
+        self.kind == WriterKind::Ingest && local_claim_alive(self.ring.header())
     }
 
     pub fn geometry(&self) -> RingGeometry {
@@ -359,6 +389,7 @@ impl RingWriter {
         }
         let fresh = NewRing {
             camera: &self.camera,
+            kind: self.kind,
             layout: *self.ring.layout(),
             head: self.head,
         };
@@ -455,14 +486,14 @@ fn retire_file(file: &File, path: &Path) {
     }
 }
 
-/// Locks an existing file and, if it is still the one at `path`, takes it over.
-/// `Ok(None)`: the file was replaced or removed meanwhile; try again.
 /// Which camera a writer claims, and as whom.
 struct Claim<'a> {
     camera: &'a CameraId,
     kind: WriterKind,
 }
 
+/// Locks an existing file and, if it is still the one at `path`, takes it over.
+/// `Ok(None)`: the file was replaced or removed meanwhile; try again.
 fn take_over(
     file: File,
     path: &Path,
@@ -473,10 +504,16 @@ fn take_over(
     let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(lock) => lock,
         Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+            if claim.kind == WriterKind::Local && ask_ingest_to_yield(&file, path) {
+                return Err(Error::HeldByIngest {
+                    path: path.to_owned(),
+                    pid: pid_in(&file, path),
+                });
+            }
             return Err(Error::WriterBusy {
                 path: path.to_owned(),
                 pid: pid_in(&file, path),
-            })
+            });
         }
         Err((_, errno)) => return Err(Error::io(path)(errno.into())),
     };
@@ -498,7 +535,9 @@ fn take_over(
     });
     if let Some((_, _, header)) = &found {
         let found_kind = WriterKind::from_raw(header.writer_kind.load(Relaxed));
-        if claim.kind == WriterKind::Ingest && found_kind != WriterKind::Ingest {
+        if claim.kind == WriterKind::Ingest
+            && (found_kind != WriterKind::Ingest || local_claim_alive(header))
+        {
             return Err(Error::LocalCamera {
                 path: path.to_owned(),
             });
@@ -521,6 +560,7 @@ fn take_over(
         .map_or(FrameNo::NONE, FrameNo);
     let fresh = NewRing {
         camera,
+        kind: claim.kind,
         layout,
         head,
     };
@@ -538,6 +578,7 @@ fn take_over(
 #[derive(Clone, Copy)]
 struct NewRing<'a> {
     camera: &'a CameraId,
+    kind: WriterKind,
     layout: Layout,
     /// The last frame number of the ring it replaces, so numbering never goes back.
     head: FrameNo,
@@ -648,6 +689,7 @@ fn remove_stale_temp_files(path: &Path) {
 fn init_header(header: &RingHeader, new: &NewRing<'_>) {
     let NewRing {
         camera,
+        kind,
         layout,
         head,
     } = *new;
@@ -660,6 +702,9 @@ fn init_header(header: &RingHeader, new: &NewRing<'_>) {
     header.slot_size.store(layout.slot_size as u64, Relaxed);
     header.slot_stride.store(layout.stride as u64, Relaxed);
     write_camera(header, camera);
+    // Before the file is visible, so that no reader or ingest check ever sees a new ingest ring
+    // as a local one (or the reverse).
+    header.writer_kind.store(kind.raw(), Relaxed);
     header.head.store(head.0, Relaxed);
     header.magic.store(MAGIC, Relaxed);
 }
@@ -677,6 +722,45 @@ fn same_file(a: &File, b: &File) -> bool {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
+}
+
+/// For a local writer finding the ring held: if an ingest writer holds it, records this process
+/// in the header as waiting for it (see [`RingWriter::local_capture_waits`]) and says so.
+fn ask_ingest_to_yield(file: &File, path: &Path) -> bool {
+    if kind_of(file, path) != Some(WriterKind::Ingest) {
+        return false;
+    }
+    let Ok(page) = map_header(file, MapAccess::Write, path) else {
+        return false;
+    };
+    header_of(&page)
+        .local_claim
+        .store(std::process::id(), Relaxed);
+    true
+}
+
+/// Whether a ring file's header names a local capture waiting for it (see [`local_claim_alive`]).
+fn local_capture_asked(file: &File, path: &Path) -> bool {
+    file.metadata()
+        .is_ok_and(|meta| meta.len() >= HEADER_SIZE as u64)
+        && map_header(file, MapAccess::Read, path)
+            .is_ok_and(|page| local_claim_alive(header_of(&page)))
+}
+
+/// Whether the header names a local capture waiting for the ring that is still running (a
+/// claim left by a capture that gave up, or by a forger, does not hold ingest off).
+fn local_claim_alive(header: &RingHeader) -> bool {
+    let pid = header.local_claim.load(Relaxed);
+    // Negative as an i32 (or 0) is no pid at all, and must not reach kill(2), where it would
+    // name process groups.
+    i32::try_from(pid).is_ok_and(|pid| {
+        // EPERM: it runs, as another user (capture and server may run as two users).
+        pid > 0
+            && matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Ok(()) | Err(nix::errno::Errno::EPERM)
+            )
+    })
 }
 
 /// The pid recorded in a ring file's header, for the "who holds it" message.
@@ -709,10 +793,10 @@ pub fn ingest_may_write(
         }
         Err(e) => return Err(e),
     };
-    if let Some(kind) = kind_of(&file, &path) {
-        if kind != WriterKind::Ingest {
-            return Err(Error::LocalCamera { path });
-        }
+    if kind_of(&file, &path).is_some_and(|kind| kind != WriterKind::Ingest)
+        || local_capture_asked(&file, &path)
+    {
+        return Err(Error::LocalCamera { path });
     }
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
         // Taken over in place, or replaced if its geometry differs: either way the writer

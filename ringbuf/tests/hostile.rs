@@ -17,6 +17,7 @@
 //! | 72 | width u32 | | 136 | frames_rejected u64 |
 //! | 76 | height u32 | | 144 | writer_starts u64 |
 //! | 80 | fps_milli u32 | | 152 | writer_kind u32 (1 local, 2 ingest) |
+//! | | | | 156 | local_claim u32 (pid of a capture waiting for an ingest ring) |
 //!
 //! Slot `i` starts at `4096 + i * stride`, `stride = 64 + slot_size` rounded up to 64: `seq` u64
 //! at +0 (`2n - 1` while frame `n` is written, `2n` once complete), `len` at +8, capture time at
@@ -57,6 +58,7 @@ const WRITER_PID: u64 = 88;
 const HEAD: u64 = 104;
 const WRITER_STARTS: u64 = 144;
 const WRITER_KIND: u64 = 152;
+const LOCAL_CLAIM: u64 = 156;
 
 const SEQ: u64 = 0;
 const LEN: u64 = 8;
@@ -573,4 +575,30 @@ fn an_unknown_writer_kind_counts_as_a_local_camera_that_ingest_never_takes() {
             Err(Error::LocalCamera { .. })
         ));
     }
+}
+
+#[test]
+fn a_claim_by_a_capture_that_is_not_running_does_not_hold_ingest_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let camera = CameraId::new(CAMERA).unwrap();
+    let path = RingWriter::create_for_ingest(dir.path(), &camera, GEOMETRY)
+        .unwrap()
+        .path()
+        .to_owned();
+    let mut exited = std::process::Command::new("true").spawn().unwrap();
+    exited.wait().unwrap();
+    // A process that is gone, "pids" that kill(2) would read as process groups or all
+    // processes, and none.
+    for forged in [exited.id(), u32::MAX, 1 << 31, 0] {
+        poke_u32(&path, LOCAL_CLAIM, forged);
+        ringbuf::ingest_may_write(dir.path(), &camera, GEOMETRY).unwrap();
+        let writer = RingWriter::create_for_ingest(dir.path(), &camera, GEOMETRY).unwrap();
+        assert!(!writer.local_capture_waits(), "{forged}");
+    }
+    // A running one (this process stands in for it) does.
+    poke_u32(&path, LOCAL_CLAIM, std::process::id());
+    assert!(matches!(
+        ringbuf::ingest_may_write(dir.path(), &camera, GEOMETRY),
+        Err(Error::LocalCamera { .. })
+    ));
 }

@@ -371,7 +371,8 @@ fn ingest_never_writes_a_local_camera_and_forgets_only_its_own_abandoned_ones() 
         ringbuf::ingest_may_write(dir.path(), &remote, small()),
         Err(Error::WriterBusy { .. })
     ));
-    let gone_for = Duration::from_millis(200);
+    // Long enough that a loaded machine cannot make the first check below come too late.
+    let gone_for = Duration::from_secs(1);
     assert!(
         !ringbuf::forget_abandoned_ingest_camera(dir.path(), &remote, gone_for).unwrap(),
         "its writer holds it"
@@ -382,9 +383,59 @@ fn ingest_never_writes_a_local_camera_and_forgets_only_its_own_abandoned_ones() 
         !ringbuf::forget_abandoned_ingest_camera(dir.path(), &remote, gone_for).unwrap(),
         "not gone long enough"
     );
-    std::thread::sleep(gone_for * 2);
+    std::thread::sleep(gone_for + Duration::from_millis(200));
     assert!(ringbuf::forget_abandoned_ingest_camera(dir.path(), &remote, gone_for).unwrap());
     assert!(!path.exists());
     assert!(!ringbuf::forget_abandoned_ingest_camera(dir.path(), &local, Duration::ZERO).unwrap());
     assert!(ringbuf::ring_path(dir.path(), &local).exists());
+}
+
+#[test]
+fn a_local_capture_takes_its_camera_back_from_ingest() {
+    let dir = tempfile::tempdir().unwrap();
+    let camera = CameraId::new("cam1").unwrap();
+    // A remote camera got the name first (the local one was not running yet).
+    let mut remote = RingWriter::create_for_ingest(dir.path(), &camera, small()).unwrap();
+    remote.publish(b"remote", WallNanos(1)).unwrap();
+    assert!(!remote.local_capture_waits());
+    let local = std::thread::spawn({
+        let dir = dir.path().to_owned();
+        let camera = camera.clone();
+        move || RingWriter::create(&dir, &camera, small())
+    });
+    // What a server worker does: it sees the capture waiting and lets go of the ring.
+    let asked = std::time::Instant::now();
+    while !remote.local_capture_waits() {
+        assert!(asked.elapsed() < Duration::from_secs(10), "never asked");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(matches!(
+        ringbuf::ingest_may_write(dir.path(), &camera, small()),
+        Err(Error::LocalCamera { .. })
+    ));
+    drop(remote);
+    let mut local = local.join().unwrap().expect("the capture got its ring");
+    local.publish(b"local", WallNanos(2)).unwrap();
+    let reader = RingReader::open(local.path()).unwrap();
+    assert_eq!(reader.info().writer_kind, ringbuf::WriterKind::Local);
+    assert_eq!(reader.info().head, FrameNo(2), "numbering goes on");
+    assert!(matches!(
+        ringbuf::ingest_may_write(dir.path(), &camera, small()),
+        Err(Error::LocalCamera { .. })
+    ));
+    assert!(RingWriter::create_for_ingest(dir.path(), &camera, small()).is_err());
+}
+
+#[test]
+fn a_local_capture_gives_up_on_an_ingest_writer_that_keeps_its_ring() {
+    let dir = tempfile::tempdir().unwrap();
+    let camera = CameraId::new("cam1").unwrap();
+    let _remote = RingWriter::create_for_ingest(dir.path(), &camera, small()).unwrap();
+    let started = std::time::Instant::now();
+    let refused = RingWriter::create(dir.path(), &camera, small()).err();
+    assert!(
+        matches!(refused, Some(Error::HeldByIngest { .. })),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() >= ringbuf::INGEST_YIELD_WAIT);
 }

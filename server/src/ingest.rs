@@ -401,6 +401,22 @@ async fn send_demand<W: AsyncWriteRent>(
             let _ = monoio::time::timeout(CLOSE_GRACE, out.shutdown()).await;
             break;
         }
+        if control
+            .writer
+            .borrow()
+            .as_ref()
+            .is_some_and(RingWriter::local_capture_waits)
+        {
+            // A capture on this host asked for the camera: it has the name before a remote
+            // camera, so the ring's lock goes at once, not when the camera has read the close.
+            drop(control.writer.borrow_mut().take());
+            bump(&worker.counters.ingest_refused, 1);
+            let reason = "a capture on this host has taken this camera";
+            tracing::info!("ingest camera closed: {reason}");
+            let frame = websocket::close_frame(close::POLICY_VIOLATION, reason);
+            let _ = monoio::time::timeout(CLOSE_GRACE, out.write_all(frame)).await;
+            break;
+        }
         let pong = control.pong_due.borrow_mut().take();
         if let Some(payload) = pong {
             let pong = websocket::pong_frame(&payload);

@@ -1,7 +1,8 @@
 //! What a remote camera may and may not do on the ingest routes: it needs the ingest token (or an
-//! ingest opened on purpose), never writes a local capture's camera, only creates the cameras it
-//! is allowed, leaves no files behind when it sends junk, is capped in number, is dropped when it
-//! goes quiet, and is forgotten after it left.
+//! ingest opened on purpose), never writes a local capture's camera (and gives one up to the
+//! local capture that comes for it), only creates the cameras it is allowed, leaves no files
+//! behind when it sends junk, is capped in number, is dropped when it goes quiet, and is
+//! forgotten after it left.
 
 mod common;
 use common::*;
@@ -175,6 +176,28 @@ fn a_local_capture_s_camera_is_never_taken_over_not_even_while_it_restarts() {
     wait_for("the capture back", || {
         (server.camera_field("cam1", "status")? == "online").then_some(())
     });
+}
+
+#[test]
+fn a_local_capture_takes_its_camera_back_from_a_remote_one_that_came_first() {
+    let dir = temp_ring_dir();
+    let server = Server::start(dir.path(), 2, &["--allow-open-ingest"]);
+    // After a reboot, say: the remote camera connects before the local capture starts.
+    let mut remote = ws_connect(server.port, "/ingest/cam1");
+    remote.send(Message::binary(base_jpeg().to_vec())).unwrap();
+    wait_camera_listed(&server, "cam1");
+    let mut capture = start_capture(dir.path(), "cam1", 10, &[]);
+    assert_eq!(close_code(&mut remote), 1008);
+    let ring = ringbuf::ring_path(dir.path(), &ringbuf::CameraId::new("cam1").unwrap());
+    wait_for("the local capture's frames", || {
+        let info = ringbuf::RingReader::open(&ring).ok()?.info();
+        (info.writer_kind == ringbuf::WriterKind::Local && info.head.0 > 2).then_some(())
+    });
+    assert!(
+        matches!(capture.0.try_wait(), Ok(None)),
+        "the capture gave up"
+    );
+    assert_eq!(upgrade_status(server.port, "/ingest/cam1", ""), 409);
 }
 
 #[test]
