@@ -88,7 +88,7 @@ pub struct Args {
     /// Origins whose pages may open WebSockets here (`https://cams.example.com`, comma
     /// separated). Default: only pages served by this server (the request's own host). Clients
     /// that are not browsers send no Origin and are not affected.
-    #[arg(long, env = "RINGCAST_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(long, env = "RINGCAST_ALLOWED_ORIGINS", value_delimiter = ',', value_parser = parse_origin)]
     pub allowed_origins: Vec<String>,
 
     /// Most connections one address may hold per worker (0: no limit); more are refused with 503.
@@ -100,7 +100,8 @@ pub struct Args {
     #[arg(long, env = "RINGCAST_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,
 
-    /// Largest frame an ingest camera may send, in bytes (the slot size of rings it creates).
+    /// Largest frame an ingest camera may send, in bytes. Rings it creates have slots of this
+    /// plus room for the timing segment, so a frame of exactly this size fits.
     #[arg(long, env = "RINGCAST_MAX_FRAME_BYTES", default_value_t = DEFAULT_MAX_FRAME_BYTES)]
     pub max_frame_bytes: usize,
 
@@ -174,12 +175,46 @@ impl CameraPatterns {
     }
 }
 
+/// One name or glob of `--ingest-cameras`. Only what can match a camera name is accepted, so a
+/// pattern that could never match (`Cam1`, `cams/*`) is an error at start, not a camera refused
+/// later for no visible reason.
+fn parse_camera_pattern(pattern: &str) -> Result<glob::Pattern, String> {
+    let can_match = |c: char| {
+        c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(c, '_' | '-' | '*' | '?' | '[' | ']' | '!')
+    };
+    if let Some(bad) = pattern.chars().find(|&c| !can_match(c)) {
+        return Err(format!(
+            "{pattern:?} cannot match a camera name ({bad:?}): names are a-z, 0-9, '_' and '-', \
+             globs add '*', '?' and [...]"
+        ));
+    }
+    glob::Pattern::new(pattern).map_err(|e| format!("{pattern:?} is not a name or glob: {e}"))
+}
+
+/// One origin of `--allowed-origins`, as browsers send it (`https://host[:port]`, no path), in
+/// the form it is compared in: lower case, no trailing `/`.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => Ok(origin),
+        _ => Err(format!(
+            "{text:?} is not an origin: give scheme and host as a browser sends them, e.g. \
+             https://cams.example.com or http://intranet:8080"
+        )),
+    }
+}
+
 fn parse_camera_patterns(text: &str) -> Result<CameraPatterns, String> {
     let patterns: Vec<glob::Pattern> = text
         .split(',')
         .map(str::trim)
         .filter(|p| !p.is_empty())
-        .map(|p| glob::Pattern::new(p).map_err(|e| format!("{p:?} is not a name or glob: {e}")))
+        .map(parse_camera_pattern)
         .collect::<Result<_, _>>()?;
     if patterns.is_empty() {
         return Err("give at least one camera name or glob".into());
@@ -230,12 +265,7 @@ impl WorkerConfig {
             max_ingest_cameras: args.max_ingest_cameras,
             forget_after: args.forget_after,
             ingest_idle_timeout: args.ingest_idle_timeout,
-            allowed_origins: args
-                .allowed_origins
-                .iter()
-                .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
-                .filter(|o| !o.is_empty())
-                .collect(),
+            allowed_origins: args.allowed_origins.clone(),
             max_clients_per_ip: args.max_clients_per_ip,
             max_clients: args.max_clients,
             max_frame_bytes: args.max_frame_bytes,
@@ -245,6 +275,45 @@ impl WorkerConfig {
                 .map_or_else(|| std::process::id().to_string(), |i| i.to_string()),
             ping_interval: args.ping_interval,
             io_driver: args.io_driver,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_compared_as_browsers_send_them() {
+        assert_eq!(
+            parse_origin(" HTTPS://Cams.Example.com/ ").unwrap(),
+            "https://cams.example.com"
+        );
+        assert_eq!(
+            parse_origin("http://intranet:8443").unwrap(),
+            "http://intranet:8443"
+        );
+        for bad in [
+            "cams.example.com",
+            "https://",
+            "ftp://cams",
+            "https://cams/viewer",
+            "",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ingest_camera_patterns_must_be_able_to_match_a_camera() {
+        let patterns = parse_camera_patterns("yard-*, gate?,porch").unwrap();
+        let camera = |name| ringbuf::CameraId::new(name).unwrap();
+        assert!(patterns.allows(&camera("yard-east")));
+        assert!(patterns.allows(&camera("gate2")));
+        assert!(patterns.allows(&camera("porch")));
+        assert!(!patterns.allows(&camera("garage")));
+        for bad in ["Cam1", "cams/*", "cam.1", " , ", "[a-"] {
+            assert!(parse_camera_patterns(bad).is_err(), "{bad:?}");
         }
     }
 }

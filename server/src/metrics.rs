@@ -186,7 +186,7 @@ const WORKER_METRICS: &[Metric<Worker>] = &[
     ),
     counter(
         "ringcast_refused_full_total",
-        "Viewers refused with 503 over --max-clients.",
+        "Viewers and ingest cameras refused with 503 over --max-clients.",
         |w| get(&w.counters.refused_full),
     ),
     counter(
