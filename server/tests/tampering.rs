@@ -162,8 +162,9 @@ fn a_read_only_ring_directory_refuses_capture_and_ingest_and_still_serves_what_i
     let tmpfs = SmallTmpfs::mount("64m");
     // A camera that ran before the directory went read-only: its ring stays, offline.
     let mut earlier = start_capture(&tmpfs.dir, "cam1", 15, &[]);
-    wait_for("the first ring", || {
-        ring_path(&tmpfs.dir, "cam1").exists().then_some(())
+    wait_for("the first frame", || {
+        let ring = ringbuf::RingReader::open(&ring_path(&tmpfs.dir, "cam1")).ok()?;
+        (ring.info().head.0 >= 1).then_some(())
     });
     earlier.0.kill().unwrap();
     earlier.0.wait().unwrap();
