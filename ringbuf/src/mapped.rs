@@ -9,9 +9,11 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use crate::mapping::{Atomics, Mapping};
 use crate::seqlock::{RingMemory, SlotMeta, SlotRef, WORD};
+use crate::types::{Clock, MonoNanos, SystemClock};
 use crate::{CameraId, Error, FrameNo};
 
 #[cfg(target_endian = "big")]
@@ -81,6 +83,28 @@ pub(crate) struct RingHeader {
     /// Pid of a capture on this host waiting for this ring while an ingest writer holds it (0:
     /// none). The ingest writer gives the ring up; the capture's writer clears it.
     pub(crate) local_claim: AtomicU32,
+    /// CLOCK_MONOTONIC ns when the waiting capture last renewed its claim; a claim not renewed
+    /// for a second is over (the capture gave up or died).
+    pub(crate) local_claim_at: AtomicU64,
+}
+
+/// A claim of a waiting capture (`local_claim`) not renewed for this long is over: the capture
+/// gave up or died. Time decides, not whether the pid runs, so a pid reused by another process
+/// (or one from another pid namespace) holds nothing.
+pub(crate) const CLAIM_LIFETIME: Duration = Duration::from_secs(1);
+
+impl RingHeader {
+    /// The pid of a capture on this host waiting for this ring, if its claim is current:
+    /// renewed within [`CLAIM_LIFETIME`]. A claim stamped in the future (only a forger writes
+    /// one) counts for nothing.
+    pub(crate) fn live_local_claim(&self) -> Option<u32> {
+        // Relaxed: a hint between processes that orders nothing else; whoever reads half of a
+        // new claim decides again at its next look.
+        let pid = self.local_claim.load(Relaxed);
+        let claimed_at = MonoNanos(self.local_claim_at.load(Relaxed));
+        let now = SystemClock.mono();
+        (pid != 0 && claimed_at <= now && now.since(claimed_at) < CLAIM_LIFETIME).then_some(pid)
+    }
 }
 
 /// `writer_kind`: a capture process on this host.
@@ -95,7 +119,7 @@ unsafe impl Atomics for RingHeader {}
 unsafe impl Atomics for SlotMeta {}
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() <= HEADER_SIZE);
-const _: () = assert!(std::mem::size_of::<RingHeader>() == 160);
+const _: () = assert!(std::mem::size_of::<RingHeader>() == 168);
 const _: () = assert!(std::mem::size_of::<SlotMeta>() == 8 * 8);
 const _: () = assert!(SLOT_META_SIZE == SLOT_ALIGN);
 

@@ -74,6 +74,9 @@ pub struct RingInfo {
     pub frames_rejected: u64,
     pub writer_starts: u64,
     pub writer_kind: WriterKind,
+    /// A capture on this host waiting for this ring while ingest holds it (its pid), if its
+    /// claim is current.
+    pub local_claim: Option<u32>,
 }
 
 /// How long [`RingReader::next_timeout`] sleeps at a time before it asks the file system
@@ -230,6 +233,7 @@ impl RingReader {
             frames_rejected: h.frames_rejected.load(Relaxed),
             writer_starts: h.writer_starts.load(Relaxed),
             writer_kind: WriterKind::from_raw(h.writer_kind.load(Relaxed)),
+            local_claim: h.live_local_claim(),
         }
     }
 

@@ -29,8 +29,10 @@ const RING_MODE: u32 = 0o640;
 /// How often `create` retries when the file is replaced or created under it by another process.
 const CREATE_ATTEMPTS: usize = 5;
 /// How long [`RingWriter::create`] waits for an ingest writer to give up a local camera's ring.
-/// Server workers look at least every 100 ms.
-pub const INGEST_YIELD_WAIT: Duration = Duration::from_secs(3);
+/// A server worker looks every 100 ms, but a write to a camera that does not read can keep it
+/// busy for up to 5 s first.
+pub const INGEST_YIELD_WAIT: Duration = Duration::from_secs(10);
+/// How often a waiting capture tries the ring again, renewing its claim.
 const INGEST_YIELD_POLL: Duration = Duration::from_millis(50);
 
 /// How often a writer checks that its file is still sound: at its path, whole, its header as
@@ -244,7 +246,7 @@ impl RingWriter {
     /// (it is waiting in [`RingWriter::create`]). The ingest writer should then be dropped
     /// soon: a local camera has the name before a remote one.
     pub fn local_capture_waits(&self) -> bool {
-        self.kind == WriterKind::Ingest && local_claim_alive(self.ring.header())
+        self.kind == WriterKind::Ingest && self.ring.header().live_local_claim().is_some()
     }
 
     pub fn geometry(&self) -> RingGeometry {
@@ -536,7 +538,7 @@ fn take_over(
     if let Some((_, _, header)) = &found {
         let found_kind = WriterKind::from_raw(header.writer_kind.load(Relaxed));
         if claim.kind == WriterKind::Ingest
-            && (found_kind != WriterKind::Ingest || local_claim_alive(header))
+            && (found_kind != WriterKind::Ingest || header.live_local_claim().is_some())
         {
             return Err(Error::LocalCamera {
                 path: path.to_owned(),
@@ -724,8 +726,8 @@ fn same_file(a: &File, b: &File) -> bool {
     }
 }
 
-/// For a local writer finding the ring held: if an ingest writer holds it, records this process
-/// in the header as waiting for it (see [`RingWriter::local_capture_waits`]) and says so.
+/// For a local writer finding the ring held: if an ingest writer holds it, records (or renews)
+/// this process's claim in the header (see [`RingWriter::local_capture_waits`]) and says so.
 fn ask_ingest_to_yield(file: &File, path: &Path) -> bool {
     if kind_of(file, path) != Some(WriterKind::Ingest) {
         return false;
@@ -733,34 +735,20 @@ fn ask_ingest_to_yield(file: &File, path: &Path) -> bool {
     let Ok(page) = map_header(file, MapAccess::Write, path) else {
         return false;
     };
-    header_of(&page)
-        .local_claim
-        .store(std::process::id(), Relaxed);
+    let header = header_of(&page);
+    // Relaxed: the claim is a hint between processes that nothing else is ordered by; a worker
+    // that reads half of a new claim decides again at its next look, 100 ms later.
+    header.local_claim_at.store(SystemClock.mono().0, Relaxed);
+    header.local_claim.store(std::process::id(), Relaxed);
     true
 }
 
-/// Whether a ring file's header names a local capture waiting for it (see [`local_claim_alive`]).
+/// Whether a ring file's header holds a current claim of a local capture waiting for it.
 fn local_capture_asked(file: &File, path: &Path) -> bool {
     file.metadata()
         .is_ok_and(|meta| meta.len() >= HEADER_SIZE as u64)
         && map_header(file, MapAccess::Read, path)
-            .is_ok_and(|page| local_claim_alive(header_of(&page)))
-}
-
-/// Whether the header names a local capture waiting for the ring that is still running (a
-/// claim left by a capture that gave up, or by a forger, does not hold ingest off).
-fn local_claim_alive(header: &RingHeader) -> bool {
-    let pid = header.local_claim.load(Relaxed);
-    // Negative as an i32 (or 0) is no pid at all, and must not reach kill(2), where it would
-    // name process groups.
-    i32::try_from(pid).is_ok_and(|pid| {
-        // EPERM: it runs, as another user (capture and server may run as two users).
-        pid > 0
-            && matches!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-                Ok(()) | Err(nix::errno::Errno::EPERM)
-            )
-    })
+            .is_ok_and(|page| header_of(&page).live_local_claim().is_some())
 }
 
 /// The pid recorded in a ring file's header, for the "who holds it" message.

@@ -18,6 +18,7 @@
 //! | 76 | height u32 | | 144 | writer_starts u64 |
 //! | 80 | fps_milli u32 | | 152 | writer_kind u32 (1 local, 2 ingest) |
 //! | | | | 156 | local_claim u32 (pid of a capture waiting for an ingest ring) |
+//! | | | | 160 | local_claim_at u64 (CLOCK_MONOTONIC ns the claim was last renewed) |
 //!
 //! Slot `i` starts at `4096 + i * stride`, `stride = 64 + slot_size` rounded up to 64: `seq` u64
 //! at +0 (`2n - 1` while frame `n` is written, `2n` once complete), `len` at +8, capture time at
@@ -30,8 +31,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ringbuf::{
-    CameraId, Error, FrameNo, RingGeometry, RingReader, RingWriter, WallNanos, MAX_SLOTS,
-    MAX_SLOT_SIZE,
+    CameraId, Clock, Error, FrameNo, RingGeometry, RingReader, RingWriter, SystemClock, WallNanos,
+    MAX_SLOTS, MAX_SLOT_SIZE,
 };
 use tempfile::TempDir;
 
@@ -59,6 +60,7 @@ const HEAD: u64 = 104;
 const WRITER_STARTS: u64 = 144;
 const WRITER_KIND: u64 = 152;
 const LOCAL_CLAIM: u64 = 156;
+const LOCAL_CLAIM_AT: u64 = 160;
 
 const SEQ: u64 = 0;
 const LEN: u64 = 8;
@@ -578,27 +580,37 @@ fn an_unknown_writer_kind_counts_as_a_local_camera_that_ingest_never_takes() {
 }
 
 #[test]
-fn a_claim_by_a_capture_that_is_not_running_does_not_hold_ingest_off() {
+fn only_a_claim_renewed_within_a_second_holds_ingest_off() {
     let dir = tempfile::tempdir().unwrap();
     let camera = CameraId::new(CAMERA).unwrap();
     let path = RingWriter::create_for_ingest(dir.path(), &camera, GEOMETRY)
         .unwrap()
         .path()
         .to_owned();
-    let mut exited = std::process::Command::new("true").spawn().unwrap();
-    exited.wait().unwrap();
-    // A process that is gone, "pids" that kill(2) would read as process groups or all
-    // processes, and none.
-    for forged in [exited.id(), u32::MAX, 1 << 31, 0] {
-        poke_u32(&path, LOCAL_CLAIM, forged);
+    let now = SystemClock.mono().0;
+    let second = 1_000_000_000;
+    // Claims left by a capture that gave up or died long ago (whatever process has its pid
+    // now, this one included), stamped in the future, or naming no process.
+    for (pid, at) in [
+        (std::process::id(), 0),
+        (std::process::id(), now.saturating_sub(2 * second)),
+        (std::process::id(), now + 60 * second),
+        (std::process::id(), u64::MAX),
+        (0, now),
+    ] {
+        poke_u32(&path, LOCAL_CLAIM, pid);
+        poke_u64(&path, LOCAL_CLAIM_AT, at);
         ringbuf::ingest_may_write(dir.path(), &camera, GEOMETRY).unwrap();
         let writer = RingWriter::create_for_ingest(dir.path(), &camera, GEOMETRY).unwrap();
-        assert!(!writer.local_capture_waits(), "{forged}");
+        assert!(!writer.local_capture_waits(), "pid {pid} at {at}");
+        assert_eq!(RingReader::open(&path).unwrap().info().local_claim, None);
     }
-    // A running one (this process stands in for it) does.
-    poke_u32(&path, LOCAL_CLAIM, std::process::id());
+    // A current one does, whichever pid it names.
+    poke_u32(&path, LOCAL_CLAIM, 7);
+    poke_u64(&path, LOCAL_CLAIM_AT, SystemClock.mono().0);
     assert!(matches!(
         ringbuf::ingest_may_write(dir.path(), &camera, GEOMETRY),
         Err(Error::LocalCamera { .. })
     ));
+    assert_eq!(RingReader::open(&path).unwrap().info().local_claim, Some(7));
 }

@@ -194,19 +194,32 @@ fn parse_camera_pattern(pattern: &str) -> Result<glob::Pattern, String> {
 }
 
 /// One origin of `--allowed-origins`, as browsers send it (`https://host[:port]`, no path), in
-/// the form it is compared in: lower case, no trailing `/`.
+/// the form it is compared in: lower case, no trailing `/`, no default port (browsers leave it
+/// out). A blank entry (a trailing comma, an empty variable) is empty and left out.
 fn parse_origin(text: &str) -> Result<String, String> {
     let origin = text.trim().trim_end_matches('/').to_ascii_lowercase();
-    let host = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"));
-    match host {
-        Some(host) if !host.is_empty() && !host.contains(['/', '?', '#', ' ', '@']) => Ok(origin),
-        _ => Err(format!(
-            "{text:?} is not an origin: give scheme and host as a browser sends them, e.g. \
-             https://cams.example.com or http://intranet:8080"
-        )),
+    if origin.is_empty() {
+        return Ok(origin);
     }
+    let (scheme, default_port) = match origin.split_once("://") {
+        Some(("https", _)) => ("https", ":443"),
+        Some(("http", _)) => ("http", ":80"),
+        _ => return Err(not_an_origin(text)),
+    };
+    let authority = &origin[scheme.len() + 3..];
+    let authority = authority.strip_suffix(default_port).unwrap_or(authority);
+    let host_is_named = !authority.is_empty() && !authority.starts_with(':');
+    if !host_is_named || authority.contains(['/', '?', '#', ' ', '@']) {
+        return Err(not_an_origin(text));
+    }
+    Ok(format!("{scheme}://{authority}"))
+}
+
+fn not_an_origin(text: &str) -> String {
+    format!(
+        "{text:?} is not an origin: give scheme and host as a browser sends them, e.g. \
+         https://cams.example.com or http://intranet:8080"
+    )
 }
 
 fn parse_camera_patterns(text: &str) -> Result<CameraPatterns, String> {
@@ -265,7 +278,12 @@ impl WorkerConfig {
             max_ingest_cameras: args.max_ingest_cameras,
             forget_after: args.forget_after,
             ingest_idle_timeout: args.ingest_idle_timeout,
-            allowed_origins: args.allowed_origins.clone(),
+            allowed_origins: args
+                .allowed_origins
+                .iter()
+                .filter(|origin| !origin.is_empty())
+                .cloned()
+                .collect(),
             max_clients_per_ip: args.max_clients_per_ip,
             max_clients: args.max_clients,
             max_frame_bytes: args.max_frame_bytes,
@@ -293,12 +311,18 @@ mod tests {
             parse_origin("http://intranet:8443").unwrap(),
             "http://intranet:8443"
         );
+        assert_eq!(
+            parse_origin("https://cams:443").unwrap(),
+            "https://cams",
+            "browsers leave the default port out"
+        );
+        assert_eq!(parse_origin(" ").unwrap(), "", "a blank entry is left out");
         for bad in [
             "cams.example.com",
             "https://",
+            "https://:8080",
             "ftp://cams",
             "https://cams/viewer",
-            "",
         ] {
             assert!(parse_origin(bad).is_err(), "{bad:?}");
         }

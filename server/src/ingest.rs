@@ -65,6 +65,9 @@ struct IngestControl {
     /// moment it was told to send again.
     expected_since: Cell<Instant>,
     last_frame: Cell<Option<Instant>>,
+    /// The ring was given up to a capture on this host: frames still arriving while the close
+    /// is on its way are dropped, and never make the ring again.
+    gave_up: Cell<bool>,
 }
 
 impl IngestControl {
@@ -80,6 +83,7 @@ impl IngestControl {
             told: Cell::new(None),
             expected_since: Cell::new(Instant::now()),
             last_frame: Cell::new(None),
+            gave_up: Cell::new(false),
         }
     }
 
@@ -142,6 +146,7 @@ pub async fn serve(
         write_half,
         Rc::clone(&control),
         Rc::clone(&worker),
+        camera.clone(),
         socket,
     ));
     let mut reader = WsReader::new(read_half, already, worker.config.max_frame_bytes);
@@ -262,6 +267,7 @@ async fn receive_frames<R: monoio::io::AsyncReadRent>(
             }
         };
         match message {
+            Incoming::Binary(_) if control.gave_up.get() => {}
             Incoming::Binary(jpeg) => {
                 if let Err(refusal) = publish(worker, camera, control, &jpeg, &mut with_timing) {
                     bump(&worker.counters.ingest_refused, 1);
@@ -319,10 +325,13 @@ fn publish(
             fps_milli: 0,
         });
     }
-    writer
-        .publish(out, capture)
-        .map(|_| ())
-        .map_err(|e| (close::TOO_BIG, e.to_string()))
+    writer.publish(out, capture).map(|_| ()).map_err(|e| {
+        let code = match e {
+            ringbuf::Error::FrameTooLarge { .. } => close::TOO_BIG,
+            _ => close::INTERNAL_ERROR,
+        };
+        (code, e.to_string())
+    })
 }
 
 fn ring_geometry(worker: &Worker) -> RingGeometry {
@@ -376,6 +385,7 @@ async fn send_demand<W: AsyncWriteRent>(
     mut out: W,
     control: Rc<IngestControl>,
     worker: Rc<Worker>,
+    camera: CameraId,
     socket: RawFd,
 ) {
     let mut told_at = Instant::now();
@@ -387,7 +397,7 @@ async fn send_demand<W: AsyncWriteRent>(
         {
             bump(&worker.counters.ingest_refused, 1);
             let reason = format!("no frame for {} s", idle_timeout.as_secs_f64());
-            tracing::info!("ingest camera dropped: {reason}");
+            tracing::info!(camera = %camera, "ingest camera dropped: {reason}");
             let frame = websocket::close_frame(close::POLICY_VIOLATION, &reason);
             let _ = monoio::time::timeout(CLOSE_GRACE, out.write_all(frame)).await;
             break;
@@ -410,9 +420,10 @@ async fn send_demand<W: AsyncWriteRent>(
             // A capture on this host asked for the camera: it has the name before a remote
             // camera, so the ring's lock goes at once, not when the camera has read the close.
             drop(control.writer.borrow_mut().take());
+            control.gave_up.set(true);
             bump(&worker.counters.ingest_refused, 1);
             let reason = "a capture on this host has taken this camera";
-            tracing::info!("ingest camera closed: {reason}");
+            tracing::info!(camera = %camera, "ingest camera closed: {reason}");
             let frame = websocket::close_frame(close::POLICY_VIOLATION, reason);
             let _ = monoio::time::timeout(CLOSE_GRACE, out.write_all(frame)).await;
             break;

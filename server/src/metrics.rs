@@ -201,7 +201,7 @@ const WORKER_METRICS: &[Metric<Worker>] = &[
     ),
     counter(
         "ringcast_ingest_refused_total",
-        "Ingest cameras and frames refused (not allowed, not a JPEG, too large, quiet).",
+        "Ingest cameras and frames refused (not allowed, not a JPEG, too large, quiet, or the camera taken back by a capture on this host).",
         |w| get(&w.counters.ingest_refused),
     ),
 ];

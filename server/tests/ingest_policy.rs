@@ -29,10 +29,17 @@ fn upgrade_status(port: u16, path: &str, extra: &str) -> u16 {
 
 /// The close code the server ends a camera's connection with (waiting for it).
 fn close_code(camera: &mut Ws) -> u16 {
+    close_of(camera).0
+}
+
+/// The close the server ends a camera's connection with: code and reason.
+fn close_of(camera: &mut Ws) -> (u16, String) {
     loop {
         match camera.read() {
-            Ok(Message::Close(Some(close))) => return u16::from(close.code),
-            Ok(Message::Close(None)) => return 1005,
+            Ok(Message::Close(Some(close))) => {
+                return (u16::from(close.code), close.reason.to_string())
+            }
+            Ok(Message::Close(None)) => return (1005, String::new()),
             Ok(_) => {}
             Err(e) => panic!("expected a close, got {e}"),
         }
@@ -187,7 +194,13 @@ fn a_local_capture_takes_its_camera_back_from_a_remote_one_that_came_first() {
     remote.send(Message::binary(base_jpeg().to_vec())).unwrap();
     wait_camera_listed(&server, "cam1");
     let mut capture = start_capture(dir.path(), "cam1", 10, &[]);
-    assert_eq!(close_code(&mut remote), 1008);
+    assert_eq!(
+        close_of(&mut remote),
+        (
+            1008,
+            "a capture on this host has taken this camera".to_owned()
+        )
+    );
     let ring = ring_path(dir.path(), "cam1");
     wait_for("the local capture's frames", || {
         let info = ringbuf::RingReader::open(&ring).ok()?.info();

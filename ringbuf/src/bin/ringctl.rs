@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ringbuf::{Clock, MonoNanos, OfflineReason, RingInfo, RingReader, SystemClock, WriterStatus};
+use ringbuf::{
+    Clock, MonoNanos, OfflineReason, RingInfo, RingReader, SystemClock, WriterKind, WriterStatus,
+};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -109,6 +111,8 @@ fn as_json(info: &RingInfo, status: WriterStatus, now: MonoNanos) -> serde_json:
         "bytes_published": info.bytes_published,
         "frames_rejected": info.frames_rejected,
         "writer_starts": info.writer_starts,
+        "writer_kind": info.writer_kind,
+        "local_claim_pid": info.local_claim,
     })
 }
 
@@ -121,6 +125,20 @@ fn as_text(reader: &RingReader, info: &RingInfo, status: WriterStatus, now: Mono
     line("writer", status_detail(status));
     line("writer pid", info.writer_pid.to_string());
     line("writer starts", info.writer_starts.to_string());
+    line(
+        "written by",
+        match info.writer_kind {
+            WriterKind::Local => "a capture on this host",
+            WriterKind::Ingest => "a server worker (ingest of a remote camera)",
+        }
+        .into(),
+    );
+    if let Some(pid) = info.local_claim {
+        line(
+            "claimed by",
+            format!("capture pid {pid}, waiting for ingest to give the ring up"),
+        );
+    }
     line("heartbeat", age(info.heartbeat));
     line("head", info.head.to_string());
     line("last frame", age(info.published_at));
