@@ -72,10 +72,8 @@ fn raw(mut input: Input) {
     let cut = input.u16();
     let stream = input.rest();
     let full = read_all(stream, max);
-    for outcome in &full {
-        if let Ok(message) = outcome {
-            check_message(message, max);
-        }
+    for message in full.iter().flatten() {
+        check_message(message, max);
     }
     let cut = usize::from(cut) % (stream.len() + 1);
     let prefix = read_all(&stream[..cut], max);
