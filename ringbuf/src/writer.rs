@@ -743,12 +743,22 @@ fn ask_ingest_to_yield(file: &File, path: &Path) -> bool {
     true
 }
 
-/// Whether a ring file's header holds a current claim of a local capture waiting for it.
-fn local_capture_asked(file: &File, path: &Path) -> bool {
-    file.metadata()
-        .is_ok_and(|meta| meta.len() >= HEADER_SIZE as u64)
-        && map_header(file, MapAccess::Read, path)
-            .is_ok_and(|page| header_of(&page).live_local_claim().is_some())
+/// Whether a ring file belongs to a capture on this host: its sound header says a local writer
+/// made it, or a local capture's claim on it is current. One mapping of the header answers both.
+fn held_for_local_capture(file: &File, path: &Path) -> bool {
+    let Some(len) = file.metadata().ok().map(|meta| meta.len()) else {
+        return false;
+    };
+    if len < HEADER_SIZE as u64 {
+        return false;
+    }
+    let Ok(page) = map_header(file, MapAccess::Read, path) else {
+        return false;
+    };
+    let header = header_of(&page);
+    let written_locally = Layout::validate(header, len, path).is_ok()
+        && WriterKind::from_raw(header.writer_kind.load(Relaxed)) != WriterKind::Ingest;
+    written_locally || header.live_local_claim().is_some()
 }
 
 /// The pid recorded in a ring file's header, for the "who holds it" message.
@@ -781,9 +791,7 @@ pub fn ingest_may_write(
         }
         Err(e) => return Err(e),
     };
-    if kind_of(&file, &path).is_some_and(|kind| kind != WriterKind::Ingest)
-        || local_capture_asked(&file, &path)
-    {
+    if held_for_local_capture(&file, &path) {
         return Err(Error::LocalCamera { path });
     }
     match Flock::lock(file, FlockArg::LockSharedNonblock) {

@@ -118,21 +118,27 @@ fn tampering_with_live_ring_and_demand_files_kills_no_process_and_drops_no_viewe
     });
 }
 
+/// Runs a capture into `dir` that must exit 1 at start; returns what it said.
+fn capture_refused(dir: &Path, camera: &str) -> String {
+    let capture = Command::new(capture_binary())
+        .args(["--camera", camera, "--source", "test"])
+        .arg("--ring-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&capture.stderr).into_owned();
+    assert_eq!(capture.status.code(), Some(1), "capture: {stderr}");
+    stderr
+}
+
 #[test]
 fn a_ring_directory_without_room_refuses_capture_and_ingest_and_kills_nothing() {
     if !root_for("a_ring_directory_without_room_refuses_capture_and_ingest_and_kills_nothing") {
         return;
     }
     let tmpfs = SmallTmpfs::mount("1m");
-    let capture = Command::new(capture_binary())
-        .args(["--camera", "cam1", "--source", "test"])
-        .arg("--ring-dir")
-        .arg(&tmpfs.dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&capture.stderr);
-    assert_eq!(capture.status.code(), Some(1), "capture: {stderr}");
+    let stderr = capture_refused(&tmpfs.dir, "cam1");
     assert!(
         stderr.contains(&tmpfs.dir.display().to_string()) && stderr.contains("16.0 MiB"),
         "capture names the directory and the space: {stderr}"
@@ -170,15 +176,7 @@ fn a_read_only_ring_directory_refuses_capture_and_ingest_and_still_serves_what_i
     earlier.0.wait().unwrap();
     tmpfs.remount_read_only();
 
-    let capture = Command::new(capture_binary())
-        .args(["--camera", "cam2", "--source", "test"])
-        .arg("--ring-dir")
-        .arg(&tmpfs.dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&capture.stderr);
-    assert_eq!(capture.status.code(), Some(1), "capture: {stderr}");
+    let stderr = capture_refused(&tmpfs.dir, "cam2");
     assert!(
         stderr.contains(&tmpfs.dir.display().to_string()) && stderr.contains("Read-only"),
         "capture names the directory and why: {stderr}"
