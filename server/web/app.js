@@ -39,15 +39,35 @@ function setUpTheme() {
   });
 }
 
-/** Resolves to whether the user wants `camera` on the wall a second time. */
-function confirmDuplicate(camera) {
+/**
+ * The question asked before a camera opens a second time: the function returned resolves to
+ * whether the user wants `camera` on the wall again.
+ */
+function duplicateQuestion() {
   const dialog = document.getElementById('confirm-duplicate');
-  dialog.querySelector('.camera-name').textContent = camera;
-  dialog.returnValue = '';
-  dialog.showModal();
-  return new Promise((resolve) => {
-    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'yes'), { once: true });
+  let answer = null;
+  const answered = () => {
+    const resolve = answer;
+    answer = null;
+    resolve?.(dialog.returnValue === 'yes');
+  };
+  // `close` comes from a queued task, so it may arrive after the next question is shown: such a
+  // late one is not that question's answer.
+  dialog.addEventListener('close', () => {
+    if (!dialog.open) {
+      answered();
+    }
   });
+  return (camera) => {
+    // A question closed whose `close` has not arrived yet is answered now, while its value holds.
+    answered();
+    dialog.querySelector('.camera-name').textContent = camera;
+    dialog.returnValue = '';
+    dialog.showModal();
+    return new Promise((resolve) => {
+      answer = resolve;
+    });
+  };
 }
 
 function setUpCameraToggle() {
@@ -62,7 +82,10 @@ function setUpCameraToggle() {
 function start() {
   setUpTheme();
   setUpCameraToggle();
-  const wall = new Wall(document.getElementById('wall'), { confirmDuplicate, say });
+  const wall = new Wall(document.getElementById('wall'), {
+    confirmDuplicate: duplicateQuestion(),
+    say,
+  });
   const list = new CameraList(
     document.getElementById('camera-list'),
     document.getElementById('camera-list-empty'),
