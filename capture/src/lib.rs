@@ -4,13 +4,14 @@
 //! The parts: a [`source`] yields JPEG frames (one file per kind of camera, behind the
 //! [`source::Source`] trait), a supervisor thread keeps it running with backoff, the
 //! [`pipeline`] checks and transforms each frame and stamps its timing, and a [`sink`] publishes
-//! it. [`run::run`] ties them together for the binary.
+//! it. [`run::run`] ties them together for the binary, and [`notify`] tells systemd how it goes.
 
 pub mod backoff;
 pub mod cli;
 pub mod demand;
 pub mod error;
 pub mod jpeg_split;
+pub mod notify;
 pub mod overlay;
 pub mod pipeline;
 pub mod push;

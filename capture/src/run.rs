@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::cli::Args;
 use crate::demand::{Demand, IdleRule, RemoteDemand, Transition};
+use crate::notify::{Condition, ServiceManager};
 use crate::pipeline::{Pipeline, PipelineOptions, Processed};
 use crate::push::{PushSink, PushUrl};
 use crate::sink::{RingSink, Sink};
@@ -75,6 +76,9 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
     })?;
 
     let mut capture = Capture {
+        camera: camera.clone(),
+        condition: Condition::Starting,
+        status_published: 0,
         sink,
         pipeline,
         stats,
@@ -184,6 +188,10 @@ fn drain_while_idle(frames: &Receiver<SourceEvent>, sink: &mut dyn Sink) -> Opti
 }
 
 struct Capture {
+    camera: CameraId,
+    condition: Condition,
+    /// Frames published when the last status was made, for its frame rate.
+    status_published: u64,
     sink: Box<dyn Sink>,
     pipeline: Pipeline,
     stats: Arc<Stats>,
@@ -203,7 +211,10 @@ impl Capture {
     ) -> Ended {
         let mut idle_rule = IdleRule::new(args.idle_after.0, Instant::now());
         let mut reporter = Reporter::new(Instant::now());
+        let mut manager = ServiceManager::from_env(Instant::now());
+        manager.ready(&self.status(Duration::ZERO));
         loop {
+            manager.tick(Instant::now(), |since| self.status(since));
             if shutdown.load(Relaxed) {
                 return Ended::Signal;
             }
@@ -227,7 +238,10 @@ impl Capture {
                     Ok(SourceEvent::Negotiated { fps }) => {
                         self.fps_milli = fps.saturating_mul(1000)
                     }
-                    Ok(SourceEvent::Lost) => self.sink.set_state(WriterState::SourceDown),
+                    Ok(SourceEvent::Lost) => {
+                        self.condition = Condition::SourceDown;
+                        self.sink.set_state(WriterState::SourceDown);
+                    }
                     Ok(SourceEvent::Finished) => return Ended::InputFinished,
                     Err(RecvTimeoutError::Disconnected) => return Ended::SourceLost,
                     Err(RecvTimeoutError::Timeout) => {}
@@ -258,11 +272,13 @@ impl Capture {
             Some(Transition::GoIdle) => {
                 info!("nobody is watching: idling");
                 control.pause();
+                self.condition = Condition::Idle;
                 self.sink.set_state(WriterState::Idle);
             }
             Some(Transition::Resume) => {
                 info!("a viewer arrived: capturing");
                 control.resume();
+                self.condition = Condition::Starting;
                 self.sink.set_state(WriterState::Streaming);
             }
             None => {}
@@ -296,12 +312,27 @@ impl Capture {
                     self.format = format;
                 }
                 self.sink.publish(jpeg, frame.capture);
+                self.condition = Condition::Streaming;
             }
             Processed::Unchanged => {
                 self.stats.unchanged.fetch_add(1, Relaxed);
             }
             Processed::Corrupt(reason) => self.count_corrupt(&format!("a corrupt frame: {reason}")),
         }
+    }
+
+    /// The line `systemctl status` shows; the frame rate is over `since`.
+    fn status(&mut self, since: Duration) -> String {
+        let published = self.stats.snapshot().published;
+        let frames = published - std::mem::replace(&mut self.status_published, published);
+        let camera = &self.camera;
+        let condition = self.condition;
+        if condition != Condition::Streaming || since.is_zero() {
+            return format!("{camera}: {condition}");
+        }
+        let VideoFormat { width, height, .. } = self.format;
+        let fps = frames as f64 / since.as_secs_f64();
+        format!("{camera}: {condition} {width}x{height} at {fps:.1} fps")
     }
 
     fn count_corrupt(&mut self, what: &str) {

@@ -1,7 +1,10 @@
 //! `--workers N`: this process starts N worker processes on the same port (each binds it with
-//! SO_REUSEPORT itself), restarts any that dies, and stops them all on SIGTERM or SIGINT.
+//! SO_REUSEPORT itself), restarts any that dies or stops answering, and stops them all on SIGTERM
+//! or SIGINT. Workers report to it in systemd's notify protocol (see `notify`), and it reports
+//! for them all to systemd.
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -11,6 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::cli::{Args, IoDriver, WorkerConfig};
+use crate::notify::{Report, ServiceManager, WorkerLine, WORKER_WATCHDOG};
 use crate::worker::{self, bind_reuseport};
 use crate::ServerError;
 
@@ -20,6 +24,9 @@ const POLL: Duration = Duration::from_millis(100);
 const RESTART_DELAY: Duration = Duration::from_secs(1);
 /// How long workers get to stop after SIGTERM before they are killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// A worker silent this long (it pings every second) has a hung event loop: it is killed and
+/// replaced. Far above a busy loop's delays, well below systemd's usual watchdogs.
+const WORKER_SILENCE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs the server as `args` asks: in this process for one worker, else as a supervisor.
 pub fn run(args: &Args) -> Result<(), ServerError> {
@@ -43,12 +50,34 @@ pub fn run(args: &Args) -> Result<(), ServerError> {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ServerError::Signals)?;
     }
     tracing::info!("supervising {} workers on http://{listen}", args.workers);
+    // Only this user may send to the workers' notify sockets.
+    let lines = tempfile::Builder::new()
+        .prefix("ringcast-workers-")
+        .tempdir()
+        .map_err(ServerError::NotifyDir)?;
     let mut workers: Vec<Slot> = (0..args.workers)
-        .map(|index| Slot::start(args, listen, index))
+        .map(|index| Slot::start(args, listen, index, lines.path()))
         .collect::<Result<_, _>>()?;
+    let manager = ServiceManager::from_env();
+    let mut told_ready = false;
+    let mut next_ping = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         for slot in &mut workers {
             slot.check(args, listen);
+        }
+        let up = workers.iter().filter(|w| w.ready).count();
+        let report = Report::combine(workers.iter().filter_map(|w| w.report));
+        let status = format!(
+            "{up} of {} workers up on http://{listen}: {report}",
+            workers.len()
+        );
+        if !told_ready && up == workers.len() {
+            tracing::info!("all {up} workers ready");
+            manager.ready(&status, None);
+            told_ready = true;
+        } else if Instant::now() >= next_ping {
+            manager.alive(&status, None);
+            next_ping = Instant::now() + manager.interval();
         }
         std::thread::sleep(POLL);
     }
@@ -75,29 +104,56 @@ fn ensure_port_free(addr: std::net::SocketAddr) -> Result<(), ServerError> {
     probe.map_err(|source| ServerError::Listen { addr, source })
 }
 
-/// One worker position: its process, or when it may be started again.
+/// One worker position: its process, or when it may be started again, and what it said last.
 struct Slot {
     index: u32,
     child: Option<Child>,
     started: Instant,
     restart_at: Option<Instant>,
+    line: WorkerLine,
+    /// Whether this worker (this process of it) said `READY=1`.
+    ready: bool,
+    last_heard: Instant,
+    report: Option<Report>,
 }
 
 impl Slot {
-    fn start(args: &Args, listen: std::net::SocketAddr, index: u32) -> Result<Slot, ServerError> {
-        let child = spawn_worker(args, listen, index)?;
+    fn start(
+        args: &Args,
+        listen: std::net::SocketAddr,
+        index: u32,
+        lines: &Path,
+    ) -> Result<Slot, ServerError> {
+        let line = WorkerLine::bind(&lines.join(format!("worker-{index}.sock")))
+            .map_err(|source| ServerError::SpawnWorker { index, source })?;
+        let child = spawn_worker(args, listen, index, line.address())?;
         Ok(Slot {
             index,
             child: Some(child),
             started: Instant::now(),
             restart_at: None,
+            line,
+            ready: false,
+            last_heard: Instant::now(),
+            report: None,
         })
     }
 
     fn check(&mut self, args: &Args, listen: std::net::SocketAddr) {
+        self.listen_to_worker();
         if let Some(child) = &mut self.child {
             match child.try_wait() {
-                Ok(None) => return,
+                Ok(None) if self.last_heard.elapsed() < WORKER_SILENCE_LIMIT => return,
+                Ok(None) => {
+                    tracing::warn!(
+                        worker = self.index,
+                        pid = child.id(),
+                        "worker silent for {} s, its event loop hangs: killing and restarting it",
+                        WORKER_SILENCE_LIMIT.as_secs()
+                    );
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
                 Ok(Some(status)) => tracing::warn!(
                     worker = self.index,
                     pid = child.id(),
@@ -106,15 +162,20 @@ impl Slot {
                 Err(e) => tracing::warn!(worker = self.index, "cannot wait for worker: {e}"),
             }
             self.child = None;
+            self.ready = false;
+            self.report = None;
             let quick = self.started.elapsed() < RESTART_DELAY;
             self.restart_at =
                 Some(Instant::now() + if quick { RESTART_DELAY } else { Duration::ZERO });
         }
         if self.restart_at.is_some_and(|at| Instant::now() >= at) {
-            match spawn_worker(args, listen, self.index) {
+            // Whatever the last process said is not the new one's word.
+            self.line.drain();
+            match spawn_worker(args, listen, self.index, self.line.address()) {
                 Ok(child) => {
                     self.child = Some(child);
                     self.started = Instant::now();
+                    self.last_heard = Instant::now();
                     self.restart_at = None;
                 }
                 Err(e) => {
@@ -124,12 +185,28 @@ impl Slot {
             }
         }
     }
+
+    /// Takes in what the worker sent; what a dead worker sent before it died is dropped.
+    fn listen_to_worker(&mut self) {
+        let heard = self.line.drain();
+        if self.child.is_none() {
+            return;
+        }
+        if heard.anything {
+            self.last_heard = Instant::now();
+        }
+        self.ready |= heard.ready;
+        if heard.report.is_some() {
+            self.report = heard.report;
+        }
+    }
 }
 
 fn spawn_worker(
     args: &Args,
     listen: std::net::SocketAddr,
     index: u32,
+    notify_socket: &Path,
 ) -> Result<Child, ServerError> {
     let fail = |source| ServerError::SpawnWorker { index, source };
     let exe = std::env::current_exe().map_err(fail)?;
@@ -188,6 +265,12 @@ fn spawn_worker(
             None => command.env_remove(name),
         };
     }
+    // The worker reports to this supervisor, never to systemd (which takes only the main
+    // process's word); `WATCHDOG_PID` names this process, not the worker.
+    command
+        .env("NOTIFY_SOCKET", notify_socket)
+        .env("WATCHDOG_USEC", WORKER_WATCHDOG.as_micros().to_string())
+        .env_remove("WATCHDOG_PID");
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent; it makes the
     // kernel stop the worker if the supervisor dies without stopping it.
     unsafe {

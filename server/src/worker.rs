@@ -12,7 +12,8 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::cli::{IoDriver, WorkerConfig};
-use crate::hub::{Hub, SCAN_INTERVAL};
+use crate::hub::{CameraState, Hub, SCAN_INTERVAL};
+use crate::notify::{Report, ServiceManager};
 use crate::ServerError;
 use crate::{metrics, routes};
 
@@ -74,6 +75,20 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// What this worker tells the service manager about itself.
+    pub fn report(&self) -> Report {
+        let cameras = self.hub.cameras();
+        let online = cameras
+            .iter()
+            .filter(|c| c.state() == CameraState::Online)
+            .count();
+        Report {
+            viewers: self.streaming.get() as u64,
+            cameras_online: online as u64,
+            cameras: cameras.len() as u64,
+        }
+    }
+
     /// Counts a connection from `address` for as long as the returned guard lives; `None` when
     /// that address has `--max-clients-per-ip` already.
     pub fn admit_address(self: &Rc<Self>, address: IpAddr) -> Option<AddressGuard> {
@@ -207,6 +222,7 @@ async fn serve(
             );
         }
     }
+    tell_manager_ready(&worker, local);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -220,6 +236,26 @@ async fn serve(
             Err(e) => accept_failed(e).await,
         }
     }
+}
+
+/// `READY=1` to the service manager, then a ping with the status for as long as the event loop
+/// runs: the pings come from this loop, so a loop that hangs stops them (see `notify`).
+fn tell_manager_ready(worker: &Rc<Worker>, local: SocketAddr) {
+    let manager = ServiceManager::from_env();
+    if !manager.is_listening() {
+        return;
+    }
+    let serving = format!("serving http://{local} with {}", worker.driver);
+    let report = worker.report();
+    manager.ready(&format!("{serving}: {report}"), Some(report));
+    let worker = Rc::clone(worker);
+    monoio::spawn(async move {
+        loop {
+            monoio::time::sleep(manager.interval()).await;
+            let report = worker.report();
+            manager.alive(&format!("{serving}: {report}"), Some(report));
+        }
+    });
 }
 
 async fn accept_failed(e: io::Error) {
