@@ -41,7 +41,8 @@ impl Message {
 /// The service manager's end.
 struct Manager {
     socket: UnixDatagram,
-    _dir: tempfile::TempDir,
+    /// Holds the socket, and is the binaries' `TMPDIR`: what they leave there is seen.
+    dir: tempfile::TempDir,
     path: std::path::PathBuf,
 }
 
@@ -54,17 +55,14 @@ impl Manager {
         socket
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
-        Manager {
-            socket,
-            _dir: dir,
-            path,
-        }
+        Manager { socket, dir, path }
     }
 
     /// `command` told to report here, with the test's watchdog.
     fn spawn(&self, command: &mut Command) -> ChildGuard {
         let child = command
             .env("NOTIFY_SOCKET", &self.path)
+            .env("TMPDIR", self.dir.path())
             .env("WATCHDOG_USEC", WATCHDOG_USEC)
             .env_remove("WATCHDOG_PID")
             .env("RINGCAST_LOG", "warn")
@@ -290,6 +288,25 @@ fn a_supervisor_speaks_for_its_workers_and_replaces_one_that_hangs() {
             .is_some_and(|s| s.starts_with("2 of 2 workers up"))
     });
     manager.assert_pings_follow_the_main_loop(pid);
+
+    // Stopped, it leaves nothing behind: the workers' sockets were in a directory of its own.
+    stop(server);
+    let left: Vec<_> = std::fs::read_dir(manager.dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notify.sock"]);
+}
+
+/// SIGTERM, as systemd stops a service, and its clean exit.
+fn stop(mut process: ChildGuard) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid(&process.0)),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = process.0.wait().unwrap();
+    assert!(status.success(), "{status}");
 }
 
 #[test]
