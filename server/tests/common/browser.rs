@@ -107,6 +107,15 @@ impl Browser {
         );
     }
 
+    /// Accepts any TLS certificate from now on, as a user clicking through the warning would: a
+    /// test's server has a self-signed one.
+    pub fn ignore_certificate_errors(&mut self) {
+        self.call(
+            "Security.setIgnoreCertificateErrors",
+            json!({ "ignore": true }),
+        );
+    }
+
     /// The window as a desktop (`mobile` false) or a phone of `width`×`height` CSS pixels.
     pub fn resize(&mut self, width: u32, height: u32, mobile: bool) {
         self.call(
