@@ -164,14 +164,27 @@ impl FromStr for SourceSpec {
 
 /// A URL with any `user:password@` replaced, for logs.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+    match credentials(url) {
+        Some(secret) => url.replacen(secret, "***@", 1),
         None => url.to_owned(),
     }
+}
+
+/// `line` (another program's message about `url`) with `url`'s `user:password@` replaced.
+pub fn redact_in(line: &str, url: &str) -> String {
+    match credentials(url) {
+        Some(secret) => line.replace(secret, "***@"),
+        None => line.to_owned(),
+    }
+}
+
+/// The `user:password@` of `url`, if it has one.
+fn credentials(url: &str) -> Option<&str> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    Some(&rest[..=at])
 }
 
 /// A picture size in pixels.
@@ -296,6 +309,13 @@ mod tests {
             "rtsp://***@10.0.0.5:554/stream"
         );
         assert_eq!(redact("http://cam/a@b"), "http://cam/a@b");
+        assert_eq!(
+            redact_in(
+                "rtsp://admin:secret@10.0.0.5:554/stream: Connection refused",
+                "rtsp://admin:secret@10.0.0.5:554/stream"
+            ),
+            "rtsp://***@10.0.0.5:554/stream: Connection refused"
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
-//! Wrong flags and unusable setups end capture at once, non-zero, with a one-line reason.
+//! Wrong flags and unusable setups end capture at once, non-zero, with a one-line reason; an
+//! unreachable camera's credentials stay out of the log.
 
 mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::*;
 
@@ -108,4 +112,41 @@ fn list_devices_can_come_from_the_environment() {
         .expect("run ringcast-capture");
     assert!(output.status.success(), "{output:?}");
     assert!(!output.stdout.is_empty());
+}
+
+#[test]
+fn a_camera_password_stays_out_of_the_log_even_in_ffmpeg_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens there: ffmpeg says why it cannot connect, naming the URL.
+    let url = format!("rtsp://viewer:hunter2@127.0.0.1:{}/stream1", free_port());
+    let mut child = Command::new(bin())
+        .args(["--camera", "door", "--source", &url])
+        .arg("--ring-dir")
+        .arg(dir.path())
+        .env("RINGCAST_LOG", "info")
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
+        log
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(
+        log.contains("ffmpeg[") && log.contains("rtsp://***@127.0.0.1"),
+        "ffmpeg's messages about the camera were not forwarded:\n{log}"
+    );
+    assert!(
+        !log.contains("hunter2"),
+        "the password is in the log:\n{log}"
+    );
 }

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::byte_stream::ByteStream;
 use super::{FrameStream, Pulled, Source, SourceOptions};
-use crate::cli::redact;
+use crate::cli::{redact, redact_in};
 use crate::SourceError;
 
 /// ffmpeg that delivers nothing for this long (stuck connecting, camera frozen) is restarted.
@@ -124,7 +124,7 @@ impl Source for FfmpegSource {
             child.id(),
             redact(&self.url)
         );
-        forward_log(stderr, child.id());
+        forward_log(stderr, child.id(), self.url.clone());
         let pid = child.id();
         let stream = ByteStream::new(
             stdout,
@@ -139,13 +139,14 @@ impl Source for FfmpegSource {
     }
 }
 
-/// ffmpeg's messages, line by line, into our log. The thread ends when ffmpeg exits.
-fn forward_log(stderr: std::process::ChildStderr, pid: u32) {
+/// ffmpeg's messages, line by line, into our log, without the credentials of `url` (ffmpeg names
+/// the URL in its errors). The thread ends when ffmpeg exits.
+fn forward_log(stderr: std::process::ChildStderr, pid: u32, url: String) {
     let spawned = std::thread::Builder::new()
         .name("ffmpeg-log".into())
         .spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let line = line.trim();
+                let line = redact_in(line.trim(), &url);
                 if line.is_empty() {
                     continue;
                 }
