@@ -16,6 +16,9 @@ pub enum ServerError {
     #[error("cannot make a private directory for the workers' notify sockets (TMPDIR): {0}")]
     NotifyDir(io::Error),
 
+    #[error("cannot make worker {index}'s notify socket: {source}")]
+    NotifyLine { index: u32, source: io::Error },
+
     #[error("cannot install the signal handlers: {0}")]
     Signals(io::Error),
 

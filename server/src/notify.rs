@@ -1,6 +1,10 @@
 //! Telling the service manager how the server is doing, in systemd's notify protocol
-//! (`sd_notify(3)`, through the `sd-notify` crate): `READY=1` once it serves, `WATCHDOG=1` while
-//! its loop runs, `STATUS=` for `systemctl status`. Without `NOTIFY_SOCKET` nothing is sent.
+//! (`sd_notify(3)`): `READY=1` once it serves, `WATCHDOG=1` while its loop runs, `STATUS=` for
+//! `systemctl status`. Without `NOTIFY_SOCKET` nothing is sent.
+//!
+//! Sent by hand rather than with the `sd-notify` crate (which capture uses): its send blocks
+//! when the manager's queue is full, and here the sender is a worker's event loop, whose every
+//! viewer would freeze with it. A message that finds the queue full is dropped instead.
 //!
 //! A lone worker (`--workers 1`, as the units run it) talks to systemd itself, from its event
 //! loop, so a loop that hangs stops the pings and systemd restarts it. Under a supervisor
@@ -16,7 +20,8 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sd_notify::NotifyState;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::SocketAddr;
 
 /// How often `STATUS=` is refreshed when no watchdog asks for more.
 const STATUS_EVERY: Duration = Duration::from_secs(5);
@@ -90,7 +95,8 @@ impl fmt::Display for Report {
 /// The service manager this process reports to, as its environment names it.
 #[derive(Debug)]
 pub struct ServiceManager {
-    listening: bool,
+    /// An unbound socket that never blocks, and `NOTIFY_SOCKET`'s address.
+    socket: Option<(UnixDatagram, SocketAddr)>,
     /// Half of `WATCHDOG_USEC`, as `sd_watchdog_enabled(3)` advises; `None` without a watchdog.
     ping_every: Option<Duration>,
     warned: Cell<bool>,
@@ -99,7 +105,7 @@ pub struct ServiceManager {
 impl ServiceManager {
     pub fn from_env() -> ServiceManager {
         ServiceManager {
-            listening: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
+            socket: notify_socket(),
             ping_every: watchdog_from_env().map(|watchdog| watchdog / 2),
             warned: Cell::new(false),
         }
@@ -107,7 +113,7 @@ impl ServiceManager {
 
     /// Whether anyone listens: without a socket there is nothing to tell.
     pub fn is_listening(&self) -> bool {
-        self.listening
+        self.socket.is_some()
     }
 
     /// How often to call [`ServiceManager::alive`].
@@ -116,33 +122,47 @@ impl ServiceManager {
     }
 
     pub fn ready(&self, status: &str, report: Option<Report>) {
-        self.send(Some(NotifyState::Ready), status, report);
+        self.send(Some("READY=1"), status, report);
     }
 
     /// A watchdog ping (if a watchdog is on) with the current status.
     pub fn alive(&self, status: &str, report: Option<Report>) {
-        self.send(
-            self.ping_every.map(|_| NotifyState::Watchdog),
-            status,
-            report,
-        );
+        self.send(self.ping_every.map(|_| "WATCHDOG=1"), status, report);
     }
 
-    fn send(&self, state: Option<NotifyState<'_>>, status: &str, report: Option<Report>) {
-        if !self.listening {
+    fn send(&self, state: Option<&str>, status: &str, report: Option<Report>) {
+        let Some((socket, address)) = &self.socket else {
             return;
-        }
-        let variables = report.map(|r| r.variables());
-        let mut states: Vec<NotifyState<'_>> = state.into_iter().collect();
-        states.push(NotifyState::Status(status));
-        states.extend(variables.iter().flatten().map(|v| NotifyState::Custom(v)));
-        if let Err(e) = sd_notify::notify(false, &states) {
+        };
+        let mut lines: Vec<String> = state.into_iter().map(str::to_owned).collect();
+        lines.push(format!("STATUS={status}"));
+        lines.extend(report.iter().flat_map(Report::variables));
+        let message = lines.join("\n") + "\n";
+        if let Err(e) = socket.send_to_addr(message.as_bytes(), address) {
             // Said once: the manager may be restarting, and a line per ping would flood the log.
             if !self.warned.replace(true) {
                 tracing::warn!("cannot notify the service manager: {e}");
             }
         }
     }
+}
+
+/// A socket for `NOTIFY_SOCKET`: a path, or `@name` in the abstract namespace. A bad value is
+/// said once and ignored: the server serves without a manager rather than not at all.
+fn notify_socket() -> Option<(UnixDatagram, SocketAddr)> {
+    let value = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty())?;
+    let opened = (|| {
+        let address = match value.as_encoded_bytes().strip_prefix(b"@") {
+            Some(name) => SocketAddr::from_abstract_name(name)?,
+            None => SocketAddr::from_pathname(&value)?,
+        };
+        let socket = UnixDatagram::unbound()?;
+        socket.set_nonblocking(true)?;
+        io::Result::Ok((socket, address))
+    })();
+    opened
+        .inspect_err(|e| tracing::warn!("NOTIFY_SOCKET={value:?} is unusable: {e}"))
+        .ok()
 }
 
 /// The supervisor's end of one worker's notify socket.

@@ -125,7 +125,7 @@ impl Slot {
         lines: &Path,
     ) -> Result<Slot, ServerError> {
         let line = WorkerLine::bind(&lines.join(format!("worker-{index}.sock")))
-            .map_err(|source| ServerError::SpawnWorker { index, source })?;
+            .map_err(|source| ServerError::NotifyLine { index, source })?;
         let child = spawn_worker(args, listen, index, line.address())?;
         Ok(Slot {
             index,

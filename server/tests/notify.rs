@@ -190,6 +190,29 @@ impl Drop for HeldThread {
     }
 }
 
+/// A process stopped with SIGSTOP, let go on when dropped: should the test fail before it is
+/// replaced, it must not stay behind, stopped, holding the port (a stopped process keeps a
+/// pending SIGTERM from its parent's death until it runs). SIGCONT harms no other process that
+/// the pid may name by then.
+struct Stopped(i32);
+
+impl Stopped {
+    fn stop(pid: i32) -> Stopped {
+        signal(pid, nix::sys::signal::Signal::SIGSTOP);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(self.0, nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
 fn server(manager: &Manager, ring_dir: &Path, workers: u32) -> (ChildGuard, u16) {
     let port = free_port();
     let child = manager.spawn(
@@ -263,11 +286,7 @@ fn a_supervisor_speaks_for_its_workers_and_replaces_one_that_hangs() {
     // supervisor goes on pinging: the other worker still serves.
     let workers = children(pid);
     assert_eq!(workers.len(), 2, "{workers:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(workers[0]),
-        nix::sys::signal::Signal::SIGSTOP,
-    )
-    .unwrap();
+    let _stopped = Stopped::stop(workers[0]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         assert!(
@@ -300,11 +319,7 @@ fn a_supervisor_speaks_for_its_workers_and_replaces_one_that_hangs() {
 
 /// SIGTERM, as systemd stops a service, and its clean exit.
 fn stop(mut process: ChildGuard) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid(&process.0)),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    signal(pid(&process.0), nix::sys::signal::Signal::SIGTERM);
     let status = process.0.wait().unwrap();
     assert!(status.success(), "{status}");
 }
