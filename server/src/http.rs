@@ -214,7 +214,9 @@ pub fn response(status: Status, content_type: &str, extra_headers: &str, body: &
 }
 
 /// A file the client may keep and revalidate (`Cache-Control: no-cache` with an `ETag`): 304
-/// without a body when `if_none_match` names this very content.
+/// without a body when `if_none_match` names this very content. These are the viewer's files:
+/// `Referrer-Policy: no-referrer` keeps a page opened with `?token=` from repeating its URL, token
+/// and all, in the `Referer` of every request it makes (and into proxies' logs).
 pub fn revalidated_response(
     content_type: &str,
     etag: &str,
@@ -224,7 +226,7 @@ pub fn revalidated_response(
     let fresh = if_none_match.is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
     let head = |status: Status, length: &str| {
         format!(
-            "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\n{length}Cache-Control: no-cache\r\nETag: {etag}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {}\r\nContent-Type: {content_type}\r\n{length}Cache-Control: no-cache\r\nETag: {etag}\r\nReferrer-Policy: no-referrer\r\nConnection: close\r\n\r\n",
             status.line()
         )
         .into_bytes()

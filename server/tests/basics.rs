@@ -75,6 +75,13 @@ fn the_viewers_files_are_revalidated_by_their_etag() {
     assert_eq!((changed.status, changed.body), (200, first.body));
     assert_eq!(server.get("/assets/missing.js").status, 404);
     assert_eq!(server.get("/assets/../Cargo.toml").status, 404);
+    // A page opened with ?token= must not hand its URL to every request it makes.
+    let page = server.get("/?token=t");
+    assert!(
+        page.head.contains("Referrer-Policy: no-referrer"),
+        "{}",
+        page.head
+    );
 }
 
 /// The first `n` bytes of the MJPEG stream of `cam1`, asked for with `extra` headers.
