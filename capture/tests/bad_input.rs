@@ -128,23 +128,27 @@ fn a_camera_password_stays_out_of_the_log_even_in_ffmpeg_messages() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut log = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut log);
-        log
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
     });
-    std::thread::sleep(Duration::from_secs(3));
+    let mut seen = String::new();
+    let forwarded = |line: &str| line.contains("ffmpeg[") && line.contains("rtsp://***@127.0.0.1");
+    while !seen.lines().any(forwarded) {
+        match log.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => seen.push_str(&(line + "\n")),
+            Err(_) => panic!("ffmpeg's messages about the camera were not forwarded:\n{seen}"),
+        }
+    }
     let _ = nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
     );
     child.wait().unwrap();
-    let log = log.join().unwrap();
-    assert!(
-        log.contains("ffmpeg[") && log.contains("rtsp://***@127.0.0.1"),
-        "ffmpeg's messages about the camera were not forwarded:\n{log}"
-    );
+    let log: String = seen + &log.into_iter().map(|line| line + "\n").collect::<String>();
     assert!(
         !log.contains("hunter2"),
         "the password is in the log:\n{log}"
