@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token};
 
+use super::cpu::{WindowClock, WindowCpu};
 use super::viewer::{Scratch, Viewer, ViewerError, THROTTLE_TICK};
 use super::Plan;
 
@@ -82,12 +83,12 @@ impl Progress {
 }
 
 /// Runs `viewers` (sorted by connect time) until the end of the run; returns them with their
-/// statistics.
+/// statistics, and the CPU time used in the measurement window.
 pub(crate) fn run_viewers(
     plan: &Plan,
     mut viewers: Vec<Viewer>,
     shared: &Shared,
-) -> io::Result<Vec<Viewer>> {
+) -> io::Result<(Vec<Viewer>, WindowCpu)> {
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut scratch = Scratch {
@@ -97,8 +98,14 @@ pub(crate) fn run_viewers(
     let slow: Vec<usize> = (0..viewers.len()).filter(|&i| viewers[i].slow).collect();
     let mut next_connect = 0;
     let mut last_sweep = Instant::now();
+    let mut cpu = WindowClock::default();
     loop {
         let now = Instant::now();
+        // Before the end check, so that even a window shorter than one turn of the loop has
+        // a start reading.
+        if !cpu.started() && now >= shared.window_start {
+            cpu.start();
+        }
         if now >= shared.end {
             break;
         }
@@ -106,7 +113,12 @@ pub(crate) fn run_viewers(
             viewers[next_connect].start(poll.registry(), Token(next_connect), plan, shared);
             next_connect += 1;
         }
-        let wait = wait_time(&viewers, next_connect, &slow, shared.end, now);
+        let wake = if cpu.started() {
+            shared.end
+        } else {
+            shared.window_start
+        };
+        let wait = wait_time(&viewers, next_connect, &slow, wake, now);
         match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -130,20 +142,22 @@ pub(crate) fn run_viewers(
             }
         }
     }
+    // Before `finish`: the window is over, and its clean-up is not part of it.
+    let cpu = cpu.stop();
     for viewer in &mut viewers {
         viewer.finish(plan.target.mode, shared);
     }
-    Ok(viewers)
+    Ok((viewers, cpu))
 }
 
 fn wait_time(
     viewers: &[Viewer],
     next_connect: usize,
     slow: &[usize],
-    end: Instant,
+    wake: Instant,
     now: Instant,
 ) -> Duration {
-    let mut wait = end.saturating_duration_since(now).min(MAX_WAIT);
+    let mut wait = wake.saturating_duration_since(now).min(MAX_WAIT);
     if let Some(next) = viewers.get(next_connect) {
         wait = wait.min(next.connect_at.saturating_duration_since(now));
     }

@@ -2,6 +2,7 @@
 //! non-blocking sockets (mio/epoll), measuring per viewer what it receives: frames, skipped
 //! frame numbers and end-to-end latency from each JPEG's COM timing segment.
 
+mod cpu;
 mod engine;
 mod report;
 mod viewer;
@@ -11,6 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use cpu::CpuReport;
 pub use report::{GroupReport, Report, ViewerReport};
 
 use engine::{Progress, Shared};
@@ -224,7 +226,7 @@ impl Plan {
 }
 
 /// Runs the whole load and returns its summary. Progress goes to stderr once a second unless
-/// `args.quiet`.
+/// `args.quiet`; a warning goes there if the load generator was saturated, quiet or not.
 pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
     let plan = Arc::new(Plan::from_args(args)?);
     let start = Instant::now();
@@ -258,20 +260,31 @@ pub fn run(args: &LoadArgs) -> Result<Report, LoadError> {
         }
     }
     let mut viewers = Vec::with_capacity(plan.viewers);
+    let mut cpu = Vec::with_capacity(handles.len());
     for handle in handles {
         match handle.join() {
-            Ok(Ok(done)) => viewers.extend(done),
+            Ok(Ok((done, thread_cpu))) => {
+                viewers.extend(done);
+                cpu.push(thread_cpu);
+            }
             Ok(Err(e)) => return Err(LoadError::Poll(e)),
             Err(panic) => std::panic::resume_unwind(panic),
         }
     }
     viewers.sort_by_key(|v| v.id);
     let window = shared.end.saturating_duration_since(shared.window_start);
+    let cpu = CpuReport::of(&cpu, window);
+    // Also under --quiet: a saturated load generator makes every other figure suspect, and
+    // scripts that pass --quiet are the ones that keep numbers.
+    if let Some(warning) = cpu.warning() {
+        eprintln!("{warning}");
+    }
     Ok(Report::build(
         &plan,
         args,
         &viewers,
         window,
+        cpu,
         args.per_viewer,
     ))
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::cpu::CpuReport;
 use super::viewer::Viewer;
 use super::{LoadArgs, Mode, Plan};
 use crate::stats::{FpsSummary, LatencySummary};
@@ -38,6 +39,8 @@ pub struct Report {
     pub frames_out_of_order: u64,
     pub frames_without_timing: u64,
     pub bytes_total: u64,
+    /// The load generator's own CPU time in the window, and whether it was the bottleneck.
+    pub cpu: CpuReport,
     pub all: GroupReport,
     pub fast: GroupReport,
     pub slow: Option<GroupReport>,
@@ -83,6 +86,7 @@ impl Report {
         args: &LoadArgs,
         viewers: &[Viewer],
         window: Duration,
+        cpu: CpuReport,
         per_viewer: bool,
     ) -> Report {
         let mut errors = BTreeMap::new();
@@ -122,6 +126,7 @@ impl Report {
             frames_out_of_order: sum(|v| v.stats.out_of_order),
             frames_without_timing: sum(|v| v.stats.without_timing),
             bytes_total: sum(|v| v.stats.bytes),
+            cpu,
             all: GroupReport::of(&viewers.iter().collect::<Vec<_>>(), window),
             fast: GroupReport::of(&fast, window),
             slow: (!slow.is_empty()).then(|| GroupReport::of(&slow, window)),
