@@ -92,6 +92,11 @@ fn start_bench() -> Bench {
 
 /// Runs the load generator to completion and parses its JSON summary.
 fn loadgen(args: &[&str]) -> Value {
+    loadgen_and_stderr(args).0
+}
+
+/// [`loadgen`], with what it wrote on stderr.
+fn loadgen_and_stderr(args: &[&str]) -> (Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_ringcast-loadgen"))
         .args(args)
         .args(["--quiet", "--per-viewer"])
@@ -102,12 +107,13 @@ fn loadgen(args: &[&str]) -> Value {
         "loadgen failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "loadgen's stdout is not one JSON object ({e}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
-    })
+    });
+    (report, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 fn u(v: &Value) -> u64 {
@@ -127,11 +133,76 @@ fn assert_skips_consistent(viewer: &Value) {
     );
 }
 
+/// The `cpu` object has its three fields with values that can be true, and the stderr warning
+/// is there exactly when the report says the load generator was the bottleneck.
+fn assert_cpu_sane(report: &Value, stderr: &str) {
+    let cpu = &report["cpu"];
+    let mut keys: Vec<&str> = cpu
+        .as_object()
+        .unwrap_or_else(|| panic!("no cpu object in {report}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["bottleneck", "busiest_thread_share", "seconds"],
+        "{cpu}"
+    );
+    let seconds = cpu["seconds"].as_f64().unwrap();
+    let share = cpu["busiest_thread_share"].as_f64().unwrap();
+    let window = report["window_s"].as_f64().unwrap();
+    assert!(seconds >= 0.0, "{cpu}");
+    // A little over 1.0 is possible: the thread's readings bracket the window from just after
+    // its start to just after its end.
+    assert!((0.0..=1.05).contains(&share), "{cpu}");
+    // The process is all threads, the busiest included; slack for the threads' readings being
+    // taken a few milliseconds apart.
+    assert!(seconds + 0.05 >= share * window, "{cpu}, window {window} s");
+    // Not more than every thread at a full core, plus the main thread's nearly nothing.
+    let threads = report["threads"].as_u64().unwrap() as f64;
+    assert!(
+        seconds <= (threads + 0.5) * window,
+        "{cpu}, window {window} s"
+    );
+    assert_eq!(cpu["bottleneck"], share >= 0.9, "{cpu}");
+    assert_eq!(
+        stderr.contains("the load generator was the bottleneck"),
+        share >= 0.9,
+        "{cpu}, stderr: {stderr}"
+    );
+}
+
+#[test]
+fn the_report_says_how_much_cpu_the_loadgen_used_in_the_window() {
+    let bench = start_bench();
+    let url = format!("ws://127.0.0.1:{}/ws/cam", bench.port);
+    let (report, stderr) = loadgen_and_stderr(&[
+        "--url",
+        &url,
+        "--viewers",
+        "10",
+        "--threads",
+        "2",
+        "--duration",
+        "2",
+        "--copy-payload",
+    ]);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    assert!(u(&report["frames"]) > 0, "no frames: {report}");
+    assert_cpu_sane(&report, &stderr);
+    // Receiving and copying a few hundred 100 KB frames takes some CPU: zero would mean the
+    // readings were never taken.
+    let cpu = &report["cpu"];
+    assert!(cpu["seconds"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(cpu["busiest_thread_share"].as_f64().unwrap() > 0.0, "{cpu}");
+}
+
 #[test]
 fn twenty_viewers_of_the_fanout_all_get_frames_without_errors() {
     let bench = start_bench();
     let url = format!("ws://127.0.0.1:{}/ws/cam", bench.port);
-    let report = loadgen(&[
+    let (report, stderr) = loadgen_and_stderr(&[
         "--url",
         &url,
         "--viewers",
@@ -156,6 +227,7 @@ fn twenty_viewers_of_the_fanout_all_get_frames_without_errors() {
     }
     let skipped: u64 = viewers.iter().map(|v| u(&v["skipped"])).sum();
     assert_eq!(u(&report["frames_skipped"]), skipped);
+    assert_cpu_sane(&report, &stderr);
 }
 
 #[test]
