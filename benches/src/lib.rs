@@ -5,6 +5,7 @@
 pub mod fanout;
 pub mod loadgen;
 pub mod replay;
+pub mod report;
 pub mod stats;
 pub mod wire;
 
