@@ -62,6 +62,13 @@ fn header(out: &mut String, results: &Results) {
              shape, not the medians a full run gives.\n\n",
         );
     }
+    for failed in &results.failed {
+        let _ = writeln!(
+            out,
+            "**Step `{}` failed**: {}. Its figures are missing below.\n",
+            failed.step, failed.error
+        );
+    }
     out.push_str(
         "Loopback on one machine: the load generator shares the cores with the target it \
          loads. Where it was the bottleneck the plots draw a hollow marker and the tables \
@@ -128,9 +135,11 @@ fn home_plots<'a>(results: &Results, plots: &'a [Plot], id: &str) -> Vec<&'a Plo
 fn targets_table(out: &mut String, checks: &[Check]) {
     out.push_str("## Targets\n\n");
     out.push_str(
-        "DESIGN.md's performance targets. \"Limit of this machine\" is a miss measured while \
-         the load generator or the whole machine was saturated: it says what this machine \
-         could load, not what the server could serve.\n\n",
+        "ringcast's performance targets. \"Limit of this machine\" is a miss of an absolute \
+         figure (fps, latency) measured while the load generator or the whole machine was \
+         saturated, or any ratio to the fan-out measured behind a saturated load generator: \
+         it says what this machine could load, not what the server could serve. A busy \
+         machine excuses no CPU ratio.\n\n",
     );
     table_head(
         out,
@@ -168,6 +177,12 @@ fn scenario_section(out: &mut String, scenario: &Scenario, plots: &[&Plot]) {
     let _ = writeln!(out, "### {}\n", scenario.title);
     let _ = writeln!(out, "`{}`: {}\n", scenario.id, settings(scenario));
     let _ = writeln!(out, "    {}\n", scenario.command);
+    if let Some(reason) = &scenario.stopped_early {
+        let _ = writeln!(
+            out,
+            "**Stopped early** ({reason}): the table has the runs done until then.\n"
+        );
+    }
     summary_table(out, scenario);
     if scenario.slow > 0 {
         slow_table(out, scenario);
@@ -233,6 +248,7 @@ fn summary_table(out: &mut String, scenario: &Scenario) {
             "target",
             "fps median",
             "fps p10",
+            "fps min",
             "p50",
             "p99",
             "CPU µs/frame",
@@ -259,6 +275,7 @@ fn summary_table(out: &mut String, scenario: &Scenario) {
                 &r.target,
                 &format::number(r.fps_median, 1),
                 &format::number(r.fps_p10, 1),
+                &format::number(r.fps_min, 1),
                 &format::ms(r.latency_p50_ms),
                 &format::ms(r.latency_p99_ms),
                 &format::number(r.cpu_us_per_frame, 1),

@@ -120,6 +120,7 @@ mod tests {
          ]},
         {"id": "mjpeg-720p", "title": "MJPEG viewers, 720p30",
          "command": "scripts/bench-server --mode mjpeg --viewers 100 --targets server",
+         "stopped_early": "--max-minutes reached",
          "mode": "mjpeg", "size": "1280x720", "fps": 30, "frame_bytes": 97750,
          "summary": [{"viewers": 100, "target": "server-w1", "fps_median": 30.0,
                       "latency_p99_ms": 6.0, "cpu_us_per_frame": 14.0}]},
@@ -144,7 +145,8 @@ mod tests {
          ]}
       ],
       "memory": {"viewers": 2000, "rss_before_kib": 4416, "rss_after_kib": 16856,
-                 "per_viewer_bytes": 6400, "command": "scripts/bench-report (memory)"}
+                 "per_viewer_bytes": 6400, "command": "scripts/bench-report (memory)"},
+      "failed": [{"step": "ws-1080p", "error": "bench-server exited with 1 and wrote no results"}]
     }"#;
 
     fn render_sample() -> (tempfile::TempDir, Vec<PathBuf>) {
@@ -223,6 +225,10 @@ mod tests {
         assert!(md.contains("† The load generator was the bottleneck"));
         assert!(md.contains("    scripts/bench-server --viewers 100,1000,2000 --runs 3\n"));
         assert!(md.contains("| 4008 × 1 |"));
+        assert!(md.contains(
+            "**Step `ws-1080p` failed**: bench-server exited with 1 and wrote no results."
+        ));
+        assert!(md.contains("**Stopped early** (--max-minutes reached)"));
         assert!(md.contains("| publish | 16KiB | 1.23 µs |"));
         assert!(md.contains("| 2000 | 4416 KiB | 16856 KiB | 6400 B (6.2 KiB) | < 16 KiB |"));
         for file in [

@@ -59,9 +59,11 @@ pub fn draw_all(results: &Results, dir: &Path) -> Result<Vec<Plot>, ReportError>
         (
             CPU,
             "Server CPU per delivered frame vs viewers",
-            "CPU per delivered frame (µs)",
+            // Log: one viewer costs a frame's whole fixed overhead (hundreds of µs), a thousand
+            // share it (tens); a linear axis would flatten the part that matters.
+            "CPU per delivered frame (µs, log scale)",
             |r| r.cpu_us_per_frame,
-            YScale::Linear,
+            YScale::Log,
         ),
     ];
     let mut plots = Vec::new();

@@ -23,8 +23,16 @@ pub struct Results {
     pub ring: Vec<RingBench>,
     #[serde(default)]
     pub scenarios: Vec<Scenario>,
-    #[serde(default)]
     pub memory: Option<Memory>,
+    /// Steps that failed; the report says so rather than show their gaps as unmeasured.
+    #[serde(default)]
+    pub failed: Vec<FailedStep>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct FailedStep {
+    pub step: String,
+    pub error: String,
 }
 
 impl Results {
@@ -69,6 +77,8 @@ pub struct Scenario {
     pub slow_rate: Option<u64>,
     #[serde(default)]
     pub summary: Vec<SummaryRow>,
+    /// Why bench-server stopped before every run was done, if it did.
+    pub stopped_early: Option<String>,
 }
 
 fn default_mode() -> String {
@@ -87,7 +97,7 @@ impl Scenario {
     }
 
     /// The age a slow viewer's frame may reach: two transmit times of one frame at the slow
-    /// viewer's rate, plus 0.1 s (DESIGN.md).
+    /// viewer's rate, plus 0.1 s (the slow-viewer target).
     pub fn slow_age_limit_ms(&self) -> Option<f64> {
         let bytes = self.frame_bytes? as f64;
         let rate = self.slow_rate.filter(|&r| r > 0)? as f64;
@@ -146,7 +156,10 @@ impl SummaryRow {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Memory {
+    /// Viewers connected when the memory was read.
     pub viewers: u32,
+    /// Viewers the load generator was asked for (older results files lack it).
+    pub requested: Option<u32>,
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
     pub per_viewer_bytes: f64,
