@@ -26,6 +26,9 @@ const URING_ENTRIES: u32 = 4096;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often a worker shares its metrics with the others.
 const METRICS_EVERY: Duration = Duration::from_secs(1);
+/// Connections taken from the listener's queue at most per turn of the event loop, beyond the
+/// one the loop's accept brought (see `take_waiting_connections`).
+const ACCEPTS_PER_TURN: usize = 256;
 
 /// Per worker counters, for `/metrics`.
 #[derive(Default)]
@@ -250,13 +253,15 @@ fn serve_connection(worker: &Rc<Worker>, stream: monoio::net::TcpStream, peer: S
 /// busy with thousands of viewers turns slowly: one connection per turn let new viewers wait
 /// longer than their clients would (2000 viewers of 720p on one worker: a third of them timed out
 /// after 10 s, where epoll, whose accept is a plain call, took them all). The listener is
-/// non-blocking (see `bind_reuseport`), so this stops at an empty queue.
+/// non-blocking (see `bind_reuseport`), so this stops at an empty queue, or after
+/// [`ACCEPTS_PER_TURN`]: a queue that never empties (a flood of connections) must not keep the
+/// loop from the viewers it has.
 fn take_waiting_connections(worker: &Rc<Worker>, listener: &monoio::net::TcpListener) {
     // SAFETY: the descriptor is the listener's, which `listener` keeps open for longer than
     // this borrow lives (to the end of this function).
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(listener.as_raw_fd()) };
     let listening = socket2::SockRef::from(&fd);
-    loop {
+    for _ in 0..ACCEPTS_PER_TURN {
         let accepted = listening.accept().and_then(|(socket, peer)| {
             socket.set_nonblocking(true)?;
             let peer = peer.as_socket().ok_or_else(|| {
@@ -267,8 +272,8 @@ fn take_waiting_connections(worker: &Rc<Worker>, listener: &monoio::net::TcpList
         });
         match accepted {
             Ok((stream, peer)) => serve_connection(worker, stream, peer),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            // The next accept of the loop meets the same error and says it (and backs off).
+            // WouldBlock: the queue is empty. Any other error the loop's next accept meets too,
+            // and reports (and backs off).
             Err(_) => return,
         }
     }
