@@ -53,7 +53,7 @@ impl ServiceManager {
     pub fn from_env(now: Instant) -> ServiceManager {
         ServiceManager {
             listening: std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty()),
-            ping_every: watchdog_from_env().map(|watchdog| watchdog / 2),
+            ping_every: ringbuf::service::watchdog_from_env().map(|watchdog| watchdog / 2),
             next: now,
             last_status: now,
             warned: false,
@@ -89,17 +89,4 @@ impl ServiceManager {
             }
         }
     }
-}
-
-/// The watchdog `WATCHDOG_USEC` asks for, unless `WATCHDOG_PID` names another process. Unlike
-/// `sd_notify::watchdog_enabled`, a missing `WATCHDOG_PID` means this process, as
-/// `sd_watchdog_enabled(3)` has it (managers other than systemd may leave it out).
-fn watchdog_from_env() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
-    }
-    (usec > 0).then(|| Duration::from_micros(usec))
 }

@@ -3,7 +3,8 @@
 //! its own cursor. A reader never slows the writer; a reader that falls behind skips ahead.
 //!
 //! Besides the ring this crate holds what both ends of it need: camera names, the ring
-//! directory convention, JPEG framing with the timing comment, and the demand files.
+//! directory convention, JPEG framing with the timing comment, the demand files, and the
+//! service manager's watchdog setting.
 //!
 //! ```no_run
 //! use ringbuf::{CameraId, RingGeometry, RingReader, RingWriter, WallNanos};
@@ -39,6 +40,8 @@ mod mapped;
 mod mapping;
 #[cfg(not(loom))]
 mod reader;
+#[cfg(not(loom))]
+pub mod service;
 #[cfg(not(loom))]
 mod watcher;
 #[cfg(not(loom))]

@@ -106,7 +106,7 @@ impl ServiceManager {
     pub fn from_env() -> ServiceManager {
         ServiceManager {
             socket: notify_socket(),
-            ping_every: watchdog_from_env().map(|watchdog| watchdog / 2),
+            ping_every: ringbuf::service::watchdog_from_env().map(|watchdog| watchdog / 2),
             warned: Cell::new(false),
         }
     }
@@ -210,20 +210,6 @@ impl WorkerLine {
         }
         heard
     }
-}
-
-/// The watchdog `WATCHDOG_USEC` asks for, unless `WATCHDOG_PID` names another process. Unlike
-/// `sd_notify::watchdog_enabled`, a missing `WATCHDOG_PID` means this process, as
-/// `sd_watchdog_enabled(3)` has it: the server's supervisor cannot know a worker's pid before it
-/// starts it.
-fn watchdog_from_env() -> Option<Duration> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
-        if pid.parse::<u32>().ok()? != std::process::id() {
-            return None;
-        }
-    }
-    (usec > 0).then(|| Duration::from_micros(usec))
 }
 
 #[cfg(test)]
