@@ -8,6 +8,9 @@ pub enum Error {
     #[error("camera name {0:?} is not allowed: use 1 to 32 of a-z, 0-9, '_' or '-'")]
     InvalidCameraName(String),
 
+    #[error("unknown codec {0:?}: use jpeg or h264")]
+    UnknownCodec(String),
+
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 

@@ -1,10 +1,10 @@
-//! The shared-memory frame ring: one capture process writes JPEG frames into a file-backed
-//! seqlock ring, and any number of server processes map it read-only and follow it, each with
+//! The shared-memory frame ring: one capture process writes encoded frames (JPEG images or
+//! H.264 access units) into a file-backed seqlock ring, and any number of server processes map it read-only and follow it, each with
 //! its own cursor. A reader never slows the writer; a reader that falls behind skips ahead.
 //!
 //! Besides the ring this crate holds what both ends of it need: camera names, the ring
-//! directory convention, JPEG framing with the timing comment, the demand files, and the
-//! service manager's watchdog setting.
+//! directory convention, JPEG framing with the timing comment, H.264 framing, the demand files,
+//! and the service manager's watchdog setting.
 //!
 //! ```no_run
 //! use ringbuf::{CameraId, RingGeometry, RingReader, RingWriter, WallNanos};
@@ -35,6 +35,8 @@ pub mod frame;
 #[cfg(not(loom))]
 mod futex;
 #[cfg(not(loom))]
+pub mod h264;
+#[cfg(not(loom))]
 mod mapped;
 #[cfg(not(loom))]
 mod mapping;
@@ -54,7 +56,7 @@ mod loom_wakeup;
 
 pub use error::Error;
 pub use seqlock::{FrameMeta, ReaderStats};
-pub use types::{CameraId, Clock, FrameNo, MonoNanos, SystemClock, WallNanos};
+pub use types::{CameraId, Clock, Codec, FrameKind, FrameNo, MonoNanos, SystemClock, WallNanos};
 
 #[cfg(not(loom))]
 pub use dir::{

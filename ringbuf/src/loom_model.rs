@@ -8,6 +8,9 @@
 //!   torn or mixed from two frames is ever accepted);
 //! - frame numbers a reader returns strictly increase, and its `skipped` counter equals the sum of
 //!   the gaps between them (counted from where it started), exactly;
+//! - the first frame a reader returns, and every frame after a gap, is a keyframe, and a
+//!   returned frame's kind is the one published with it (H.264 rings, where a frame after a gap
+//!   can be a delta frame that no decoder can use);
 //! - once the writer is done, each reader reaches the last frame;
 //! - a reader of a ring whose slots start empty under an inherited `head` (the new file of a
 //!   geometry change) skips the missing frames at once and never counts them as torn.
@@ -17,16 +20,15 @@
 //!
 //! The model has teeth: deleting either fence of the protocol (the writer's Release fence after
 //! the odd mark, or the reader's Acquire fence before the re-check) makes every scenario below
-//! fail with "torn frame accepted".
-
-use std::sync::atomic::Ordering::Relaxed;
+//! fail with "torn frame accepted"; letting a reader return the delta frame it finds after a gap
+//! fails the H.264 scenario with "a delta frame after a gap".
 
 use loom::sync::atomic::AtomicU64;
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::seqlock::{publish, Cursor, Read, RingMemory, SlotMeta, SlotRef, WORD};
-use crate::types::{FrameNo, WallNanos};
+use crate::seqlock::{publish, Cursor, Read, RingMemory, SlotMeta, SlotRef, Stamp, WORD};
+use crate::types::{FrameKind, FrameNo, WallNanos};
 
 struct HeapRing {
     head: AtomicU64,
@@ -80,22 +82,37 @@ fn payload_of(n: u64, words: usize) -> Vec<u8> {
     vec![n as u8; len]
 }
 
+/// Frame `n`'s kind when every `key_every`-th frame is a keyframe (from frame 1 on): 1 for a
+/// JPEG ring.
+fn kind_of(n: u64, key_every: u64) -> FrameKind {
+    if (n - 1) % key_every == 0 {
+        FrameKind::Key
+    } else {
+        FrameKind::Delta
+    }
+}
+
 /// What one reader has returned so far, checked frame by frame.
 struct Follower {
     cursor: Cursor,
     previous: FrameNo,
     gaps: u64,
+    key_every: u64,
+    /// Whether the next frame returned must be a keyframe: at the start and after a gap.
+    needs_key: bool,
     buf: Vec<u8>,
 }
 
 impl Follower {
-    /// A reader opened on a ring whose `head` is `head`: it starts there, as `RingReader::open`.
-    fn new(head: FrameNo) -> Follower {
-        let start = head.max(FrameNo(1));
+    /// A reader opened on `ring` now, as `RingReader::open` opens one.
+    fn new(ring: &HeapRing, key_every: u64) -> Follower {
+        let cursor = Cursor::starting_now(ring);
         Follower {
-            cursor: Cursor::starting_at(start),
-            previous: FrameNo(start.0 - 1),
+            previous: FrameNo(cursor.next().0 - 1),
+            cursor,
             gaps: 0,
+            key_every,
+            needs_key: true,
             buf: Vec::new(),
         }
     }
@@ -114,8 +131,14 @@ impl Follower {
                     "torn frame accepted"
                 );
                 assert_eq!(meta.capture, WallNanos(meta.frame_no.0 * 10));
+                assert_eq!(meta.kind, kind_of(meta.frame_no.0, self.key_every));
+                let gap = self.previous.gap_to(meta.frame_no);
+                if self.needs_key || gap > 0 {
+                    assert!(meta.kind.is_key(), "a delta frame after a gap");
+                }
+                self.needs_key = false;
                 // Every frame from 1 on is accounted for: returned, or counted as skipped.
-                self.gaps += self.previous.gap_to(meta.frame_no);
+                self.gaps += gap;
                 self.previous = meta.frame_no;
                 assert_eq!(self.cursor.stats().skipped, self.gaps, "skips miscounted");
                 true
@@ -131,6 +154,9 @@ struct Scenario {
     slots: usize,
     /// Payload words per slot.
     words: usize,
+    /// Every how many frames the writer publishes a keyframe: 1 for JPEG, more for H.264. The
+    /// last frame must be a keyframe, so that a reader that lost the stream finds it again.
+    key_every: u64,
     /// `head` of the ring before the first publish, its slots empty: 0 for a new ring.
     inherited_head: FrameNo,
     /// The last frame published. The first frame after `inherited_head` is published before the
@@ -150,6 +176,7 @@ fn model(scenario: Scenario) {
     let Scenario {
         slots,
         words,
+        key_every,
         inherited_head,
         last_frame,
         readers,
@@ -160,10 +187,16 @@ fn model(scenario: Scenario) {
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(preemptions);
     }
+    assert!(kind_of(last_frame, key_every).is_key());
     builder.check(move || {
         let ring = Arc::new(HeapRing::new(slots, words, inherited_head));
         let publish_frame = |ring: &HeapRing, n: u64| {
-            publish(ring, FrameNo(n), &payload_of(n, words), WallNanos(n * 10));
+            let stamp = Stamp {
+                frame: FrameNo(n),
+                capture: WallNanos(n * 10),
+                kind: kind_of(n, key_every),
+            };
+            publish(ring, stamp, &payload_of(n, words));
         };
         // A new ring has its first frame before the readers start, so the racing part is short
         // enough to explore: the writer then publishes the rest, lapping the ring.
@@ -172,11 +205,14 @@ fn model(scenario: Scenario) {
             publish_frame(&ring, next);
             next += 1;
         }
+        // Readers open the ring before the writer races them: opening reads slots as `catch_up`
+        // does (checked racing in the H.264 scenarios), and racing it too multiplies the
+        // interleavings beyond what the suite can afford.
         let readers: Vec<_> = (0..readers)
             .map(|_| {
                 let ring = Arc::clone(&ring);
+                let mut follower = Follower::new(&ring, key_every);
                 thread::spawn(move || {
-                    let mut follower = Follower::new(FrameNo(ring.head.load(Relaxed)));
                     for _ in 0..racing_reads {
                         follower.read_once(&ring);
                     }
@@ -212,6 +248,7 @@ fn loom_writer_laps_one_reader_on_two_slots() {
     model(Scenario {
         slots: 2,
         words: 1,
+        key_every: 1,
         inherited_head: FrameNo::NONE,
         last_frame: 3,
         readers: 1,
@@ -225,6 +262,7 @@ fn loom_the_block_store_loop_laps_one_reader_on_two_slots() {
     model(Scenario {
         slots: 2,
         words: 5,
+        key_every: 1,
         inherited_head: FrameNo::NONE,
         last_frame: 3,
         readers: 1,
@@ -238,6 +276,7 @@ fn loom_one_reader_keeps_up_or_skips_on_three_slots() {
     model(Scenario {
         slots: 3,
         words: 1,
+        key_every: 1,
         inherited_head: FrameNo::NONE,
         last_frame: 5,
         readers: 1,
@@ -251,6 +290,7 @@ fn loom_two_readers_race_the_writer_through_slot_reuse() {
     model(Scenario {
         slots: 2,
         words: 1,
+        key_every: 1,
         inherited_head: FrameNo::NONE,
         last_frame: 3,
         readers: 2,
@@ -264,8 +304,23 @@ fn loom_a_new_file_after_a_geometry_change_skips_its_missing_frames() {
     model(Scenario {
         slots: 4,
         words: 1,
+        key_every: 1,
         inherited_head: FrameNo(3),
         last_frame: 5,
+        readers: 1,
+        racing_reads: 2,
+        preemptions: 2,
+    });
+}
+
+#[test]
+fn loom_an_h264_reader_lapped_on_three_slots_never_resumes_on_a_delta_frame() {
+    model(Scenario {
+        slots: 3,
+        words: 1,
+        key_every: 3,
+        inherited_head: FrameNo::NONE,
+        last_frame: 4,
         readers: 1,
         racing_reads: 2,
         preemptions: 2,

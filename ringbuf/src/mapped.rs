@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use crate::mapping::{Atomics, Mapping};
 use crate::seqlock::{RingMemory, SlotMeta, SlotRef, WORD};
-use crate::types::{Clock, MonoNanos, SystemClock};
+use crate::types::{Clock, Codec, MonoNanos, SystemClock};
 use crate::{CameraId, Error, FrameNo};
 
 #[cfg(target_endian = "big")]
 compile_error!("the ring file format is little-endian; big-endian hosts are not supported");
 
 pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"RINGCAST");
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// 2: the codec (`format` may say H.264), the codec string, and each slot's keyframe flag.
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 pub(crate) const HEADER_SIZE: usize = 4096;
 const SLOT_META_SIZE: usize = std::mem::size_of::<SlotMeta>();
 const SLOT_ALIGN: usize = 64;
@@ -33,8 +34,24 @@ pub const MAX_SLOT_SIZE: usize = 1 << 30;
 /// otherwise make readers map absurd sizes.
 const MAX_FILE_SIZE: u64 = 64 << 30;
 
-/// `format` field: what the payloads are.
-pub(crate) const FORMAT_JPEG: u32 = 1;
+/// `format` field: what the payloads are ([`Codec`]).
+const FORMAT_JPEG: u32 = 1;
+const FORMAT_H264: u32 = 2;
+
+pub(crate) fn format_of(codec: Codec) -> u32 {
+    match codec {
+        Codec::Jpeg => FORMAT_JPEG,
+        Codec::H264 => FORMAT_H264,
+    }
+}
+
+fn codec_of(format: u32) -> Option<Codec> {
+    match format {
+        FORMAT_JPEG => Some(Codec::Jpeg),
+        FORMAT_H264 => Some(Codec::H264),
+        _ => None,
+    }
+}
 
 /// Writer states as stored in the header.
 pub(crate) const STATE_OFFLINE: u32 = 0;
@@ -86,7 +103,15 @@ pub(crate) struct RingHeader {
     /// CLOCK_MONOTONIC ns when the waiting capture last renewed its claim; a claim not renewed
     /// for a second is over (the capture gave up or died).
     pub(crate) local_claim_at: AtomicU64,
+    /// The codec string of the stream (RFC 6381, as WebCodecs takes it: `avc1.42E01E`),
+    /// NUL-padded ASCII; empty for JPEG and until the first H.264 keyframe. Written by the
+    /// writer before it publishes a keyframe with new parameters, read relaxed: informational
+    /// (a viewer's decoder is configured from the keyframe it starts at).
+    pub(crate) codec_string: [AtomicU64; CODEC_STRING_MAX / WORD],
 }
+
+/// Room for the longest codec string a ring stores (`avc1.PPCCLL` needs 11).
+pub(crate) const CODEC_STRING_MAX: usize = 32;
 
 /// A claim of a waiting capture (`local_claim`) not renewed for this long is over: the capture
 /// gave up or died. Time decides, not whether the pid runs, so a pid reused by another process
@@ -119,7 +144,7 @@ unsafe impl Atomics for RingHeader {}
 unsafe impl Atomics for SlotMeta {}
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() <= HEADER_SIZE);
-const _: () = assert!(std::mem::size_of::<RingHeader>() == 168);
+const _: () = assert!(std::mem::size_of::<RingHeader>() == 200);
 const _: () = assert!(std::mem::size_of::<SlotMeta>() == 8 * 8);
 const _: () = assert!(SLOT_META_SIZE == SLOT_ALIGN);
 
@@ -141,18 +166,19 @@ impl Default for RingGeometry {
     }
 }
 
-/// Sizes derived from a validated geometry; every offset into a mapping is computed from these
-/// cached values, never re-read from the (shared, hostile) header.
+/// Sizes derived from a validated geometry, and the codec; every offset into a mapping is
+/// computed from these cached values, never re-read from the (shared, hostile) header.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Layout {
     pub(crate) slot_count: u32,
     pub(crate) slot_size: usize,
     pub(crate) stride: usize,
     pub(crate) file_size: usize,
+    pub(crate) codec: Codec,
 }
 
 impl Layout {
-    pub(crate) fn for_geometry(g: RingGeometry) -> Result<Layout, Error> {
+    pub(crate) fn new(g: RingGeometry, codec: Codec) -> Result<Layout, Error> {
         if !(MIN_SLOTS..=MAX_SLOTS).contains(&g.slot_count) {
             return Err(Error::InvalidGeometry(format!(
                 "{} slots (allowed: {MIN_SLOTS} to {MAX_SLOTS})",
@@ -176,6 +202,7 @@ impl Layout {
             slot_size: g.slot_size,
             stride,
             file_size,
+            codec,
         })
     }
 
@@ -216,15 +243,14 @@ impl Layout {
             )));
         }
         let format = header.format.load(Relaxed);
-        if format != FORMAT_JPEG {
-            return Err(bad(format!("unknown payload format {format}")));
-        }
+        let codec =
+            codec_of(format).ok_or_else(|| bad(format!("unknown payload format {format}")))?;
         let slot_size = usize::try_from(header.slot_size.load(Relaxed)).unwrap_or(usize::MAX);
         let geometry = RingGeometry {
             slot_count: header.slot_count.load(Relaxed),
             slot_size,
         };
-        let layout = Layout::for_geometry(geometry).map_err(|e| bad(e.to_string()))?;
+        let layout = Layout::new(geometry, codec).map_err(|e| bad(e.to_string()))?;
         let stride = header.slot_stride.load(Relaxed);
         if stride != layout.stride as u64 {
             return Err(bad(format!(
@@ -255,6 +281,30 @@ fn read_camera(header: &RingHeader) -> Result<CameraId, Error> {
     }
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     CameraId::new(&String::from_utf8_lossy(&bytes[..end]))
+}
+
+/// The codec string in the header, if one is there and looks like one.
+pub(crate) fn read_codec_string(header: &RingHeader) -> Option<String> {
+    let mut bytes = Vec::with_capacity(CODEC_STRING_MAX);
+    for word in &header.codec_string {
+        bytes.extend_from_slice(&word.load(Relaxed).to_le_bytes());
+    }
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    let text = std::str::from_utf8(&bytes[..end]).ok()?;
+    let plausible = |c: char| c.is_ascii_alphanumeric() || c == '.';
+    (!text.is_empty() && text.chars().all(plausible)).then(|| text.to_owned())
+}
+
+/// Stores `codec` (at most [`CODEC_STRING_MAX`] bytes; longer is cut) as the header's codec
+/// string.
+pub(crate) fn write_codec_string(header: &RingHeader, codec: &str) {
+    let mut bytes = [0u8; CODEC_STRING_MAX];
+    let len = codec.len().min(CODEC_STRING_MAX);
+    bytes[..len].copy_from_slice(&codec.as_bytes()[..len]);
+    for (word, chunk) in header.codec_string.iter().zip(bytes.chunks_exact(WORD)) {
+        let chunk: [u8; WORD] = chunk.try_into().expect("chunks_exact yields whole words");
+        word.store(u64::from_le_bytes(chunk), Relaxed);
+    }
 }
 
 pub(crate) fn write_camera(header: &RingHeader, camera: &CameraId) {

@@ -14,12 +14,12 @@ use nix::sys::socket::{send, MsgFlags};
 use crate::dir::{open_regular, Access};
 use crate::futex;
 use crate::mapped::{
-    header_of, map_header, Layout, MapAccess, MappedRing, RingGeometry, RingHeader, HEADER_SIZE,
-    STATE_IDLE, STATE_OFFLINE, STATE_REPLACED, STATE_SOURCE_DOWN,
+    header_of, map_header, read_codec_string, Layout, MapAccess, MappedRing, RingGeometry,
+    RingHeader, HEADER_SIZE, STATE_IDLE, STATE_OFFLINE, STATE_REPLACED, STATE_SOURCE_DOWN,
 };
 use crate::seqlock::{Cursor, FrameMeta, Read, ReaderStats};
 use crate::sync::{acquire_u32, acquire_u64};
-use crate::types::{Clock, MonoNanos, SystemClock};
+use crate::types::{Clock, Codec, MonoNanos, SystemClock};
 use crate::wakeup::observe;
 use crate::writer::{VideoFormat, WriterKind};
 use crate::{CameraId, Error, FrameNo};
@@ -64,6 +64,9 @@ pub enum OfflineReason {
 pub struct RingInfo {
     pub camera: CameraId,
     pub geometry: RingGeometry,
+    pub codec: Codec,
+    /// The H.264 stream's codec string (`avc1.64001F`), once its first keyframe is published.
+    pub codec_string: Option<String>,
     pub format: VideoFormat,
     pub head: FrameNo,
     pub writer_pid: u32,
@@ -95,7 +98,8 @@ pub struct RingReader {
 
 impl RingReader {
     /// Maps `path` read-only and validates its header against the file. The first frame
-    /// returned is the newest one published at or after this call.
+    /// returned is the newest keyframe still in the ring (for JPEG: the newest frame), or the
+    /// first one published after this call.
     pub fn open(path: &Path) -> Result<RingReader, Error> {
         let file = open_regular(path, Access::ReadOnly)?;
         let meta = file.metadata().map_err(Error::io(path))?;
@@ -112,12 +116,12 @@ impl RingReader {
         let (layout, camera) = Layout::validate(header_of(&header_page), meta.len(), path)?;
         drop(header_page);
         let ring = MappedRing::map(&file, layout, MapAccess::Read, path)?;
-        let head = FrameNo(acquire_u64(&ring.header().head));
+        let cursor = Cursor::starting_now(&ring);
         Ok(RingReader {
             ring: Arc::new(ring),
             path: path.to_owned(),
             camera,
-            cursor: Cursor::starting_at(head.max(FrameNo(1))),
+            cursor,
             identity: (meta.dev(), meta.ino()),
         })
     }
@@ -132,6 +136,10 @@ impl RingReader {
 
     pub fn geometry(&self) -> RingGeometry {
         self.ring.layout().geometry()
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.ring.layout().codec
     }
 
     fn header(&self) -> &RingHeader {
@@ -196,7 +204,8 @@ impl RingReader {
     }
 
     /// The newest frame, without moving the cursor (for snapshots). `None` if no frame was
-    /// ever published, or the writer kept overwriting it faster than it could be copied.
+    /// ever published, the writer kept overwriting it faster than it could be copied, or it is
+    /// not a keyframe (an H.264 delta frame means nothing alone).
     pub fn newest(&self, out: &mut Vec<u8>) -> Option<FrameMeta> {
         let mut cursor = Cursor::starting_at(self.head());
         match cursor.read(&*self.ring, out) {
@@ -219,6 +228,8 @@ impl RingReader {
         RingInfo {
             camera: self.camera.clone(),
             geometry: self.geometry(),
+            codec: self.codec(),
+            codec_string: read_codec_string(h),
             format: VideoFormat {
                 width: h.width.load(Relaxed),
                 height: h.height.load(Relaxed),

@@ -16,7 +16,7 @@
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 use crate::sync::{acquire_u64, fence, AtomicU64};
-use crate::types::{FrameNo, WallNanos};
+use crate::types::{FrameKind, FrameNo, WallNanos};
 
 /// Size of a payload word: payload areas are whole numbers of these.
 pub(crate) const WORD: usize = std::mem::size_of::<u64>();
@@ -28,9 +28,29 @@ pub(crate) struct SlotMeta {
     pub(crate) len: AtomicU64,
     pub(crate) capture: AtomicU64,
     pub(crate) frame_no: AtomicU64,
+    /// [`FLAG_KEY`] for a keyframe.
+    pub(crate) flags: AtomicU64,
     /// The rest of the cache line, spelled out: a shared reference to the slot must not cover
     /// bytes that are not atomics, since another process may write them.
-    _reserved: [AtomicU64; 4],
+    _reserved: [AtomicU64; 3],
+}
+
+/// `flags` bit of a frame decodable on its own ([`FrameKind::Key`]).
+const FLAG_KEY: u64 = 1;
+
+fn flags_of(kind: FrameKind) -> u64 {
+    match kind {
+        FrameKind::Key => FLAG_KEY,
+        FrameKind::Delta => 0,
+    }
+}
+
+fn kind_of(flags: u64) -> FrameKind {
+    if flags & FLAG_KEY != 0 {
+        FrameKind::Key
+    } else {
+        FrameKind::Delta
+    }
 }
 
 #[cfg(loom)]
@@ -41,7 +61,8 @@ impl SlotMeta {
             len: AtomicU64::new(0),
             capture: AtomicU64::new(0),
             frame_no: AtomicU64::new(0),
-            _reserved: [(); 4].map(|()| AtomicU64::new(0)),
+            flags: AtomicU64::new(0),
+            _reserved: [(); 3].map(|()| AtomicU64::new(0)),
         }
     }
 }
@@ -76,10 +97,23 @@ const fn complete_seq(frame: FrameNo) -> u64 {
     frame.0.wrapping_mul(2)
 }
 
-/// Writes `payload` as frame `frame` and advances `head` to it.
+/// What the writer stores beside a frame's bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamp {
+    pub(crate) frame: FrameNo,
+    pub(crate) capture: WallNanos,
+    pub(crate) kind: FrameKind,
+}
+
+/// Writes `payload` as frame `stamp.frame` and advances `head` to it.
 ///
-/// The caller is the ring's only writer, `frame` is `head + 1`, and `payload` fits a slot.
-pub(crate) fn publish(ring: &impl RingMemory, frame: FrameNo, payload: &[u8], capture: WallNanos) {
+/// The caller is the ring's only writer, the frame is `head + 1`, and `payload` fits a slot.
+pub(crate) fn publish(ring: &impl RingMemory, stamp: Stamp, payload: &[u8]) {
+    let Stamp {
+        frame,
+        capture,
+        kind,
+    } = stamp;
     debug_assert!(payload.len() <= ring.slot_size());
     let slot = slot_of(ring, frame);
 
@@ -94,6 +128,7 @@ pub(crate) fn publish(ring: &impl RingMemory, frame: FrameNo, payload: &[u8], ca
     slot.meta.len.store(payload.len() as u64, Relaxed);
     slot.meta.capture.store(capture.0, Relaxed);
     slot.meta.frame_no.store(frame.0, Relaxed);
+    slot.meta.flags.store(flags_of(kind), Relaxed);
 
     // SYNC POINT: Release publishes the payload and metadata written above to any reader whose
     // Acquire load of `seq` sees this even value.
@@ -153,6 +188,7 @@ pub struct FrameMeta {
     /// When the capture side took the frame (CLOCK_REALTIME).
     pub capture: WallNanos,
     pub len: usize,
+    pub kind: FrameKind,
 }
 
 /// The outcome of one attempt to copy a frame out of its slot.
@@ -188,6 +224,7 @@ pub(crate) fn copy_frame(ring: &impl RingMemory, frame: FrameNo, out: &mut Vec<u
     let len = slot.meta.len.load(Relaxed);
     let capture = slot.meta.capture.load(Relaxed);
     let stored_no = slot.meta.frame_no.load(Relaxed);
+    let flags = slot.meta.flags.load(Relaxed);
     // A torn `len` may be anything: never copy past the slot, whatever it says.
     let slot_size = ring.slot_size();
     let copy_len = usize::try_from(len).map_or(slot_size, |l| l.min(slot_size));
@@ -210,6 +247,7 @@ pub(crate) fn copy_frame(ring: &impl RingMemory, frame: FrameNo, out: &mut Vec<u
         frame_no: frame,
         capture: WallNanos(capture),
         len: copy_len,
+        kind: kind_of(flags),
     })
 }
 
@@ -230,9 +268,14 @@ pub struct ReaderStats {
 const MAX_TORN_ATTEMPTS: usize = 8;
 
 /// A reader's position: the next frame it wants, and what it has seen so far.
+///
+/// After any gap (a fresh start, a skip, a missing or corrupt frame) the next frame returned is
+/// a keyframe: an H.264 decoder cannot use a delta frame whose predecessors it never got. Every
+/// JPEG frame is a keyframe, so for JPEG rings this changes nothing.
 #[derive(Clone, Debug)]
 pub(crate) struct Cursor {
     next: FrameNo,
+    needs_key: bool,
     stats: ReaderStats,
 }
 
@@ -250,12 +293,29 @@ pub(crate) enum Read {
 }
 
 impl Cursor {
-    /// A cursor whose first frame will be `next` (or the newest, if `next` is already overwritten).
+    /// A cursor whose first frame will be the first keyframe from `next` on (or the newest
+    /// keyframe, if `next` is already overwritten).
     pub(crate) fn starting_at(next: FrameNo) -> Cursor {
         Cursor {
             next,
+            needs_key: true,
             stats: ReaderStats::default(),
         }
+    }
+
+    /// A cursor for a reader that starts now: at the newest keyframe still readable, so that a
+    /// decoder can begin at once, or else at `head` (waiting there for the next keyframe).
+    pub(crate) fn starting_now(ring: &impl RingMemory) -> Cursor {
+        // SYNC POINT: Acquire, as in `read`: the slots up to `head` are complete (or newer).
+        let head = FrameNo(acquire_u64(ring.head())).min(FrameNo::MAX_VALID);
+        let start = newest_key(ring, head).unwrap_or(head).max(FrameNo(1));
+        Cursor::starting_at(start)
+    }
+
+    /// The next frame this cursor wants.
+    #[cfg(all(loom, test))]
+    pub(crate) fn next(&self) -> FrameNo {
+        self.next
     }
 
     pub(crate) fn stats(&self) -> ReaderStats {
@@ -263,10 +323,12 @@ impl Cursor {
     }
 
     /// Moves to `frame` (which must not be behind the cursor), counting what is passed over.
+    /// Whatever follows a gap must start at a keyframe.
     pub(crate) fn skip_to(&mut self, frame: FrameNo) {
         if frame > self.next {
             self.stats.skipped += frame.0 - self.next.0;
             self.next = frame;
+            self.needs_key = true;
         }
     }
 
@@ -294,10 +356,15 @@ impl Cursor {
                 self.follow_regression(head);
                 return Read::Nothing;
             }
-            self.catch_up(head, ring.slot_count());
+            self.catch_up(ring, head);
             match copy_frame(ring, self.next, out) {
+                // Undecodable after a gap: passed over like a frame skipped.
+                CopyOutcome::Complete(meta) if self.needs_key && !meta.kind.is_key() => {
+                    self.skip_to(meta.frame_no.next());
+                }
                 CopyOutcome::Complete(meta) => {
                     self.next = meta.frame_no.next();
+                    self.needs_key = false;
                     self.stats.delivered += 1;
                     return Read::Frame(meta);
                 }
@@ -321,20 +388,55 @@ impl Cursor {
         Read::Nothing
     }
 
-    /// Slots `head - (slot_count - 2) ..= head` are safe to read; one more slot of margin keeps a
-    /// reader off the slot the writer fills next. Anything older is given up for the newest frame.
-    fn catch_up(&mut self, head: FrameNo, slot_count: u32) {
-        let readable_lag = u64::from(slot_count.saturating_sub(2));
-        if head.0 - self.next.0 > readable_lag {
-            self.skip_to(head);
+    /// Slots `head - (slot_count - 2) ..= head` are safe to read (see [`readable_lag`]).
+    /// Anything older is given up for the newest keyframe among them, or, if none is readable,
+    /// for `head` (and the wait for the next keyframe that the gap implies).
+    fn catch_up(&mut self, ring: &impl RingMemory, head: FrameNo) {
+        if head.0 - self.next.0 > readable_lag(ring) {
+            self.skip_to(newest_key(ring, head).unwrap_or(head));
         }
     }
 
     /// A `head` behind what we already returned means the ring was reset under us (only a
-    /// foreign writer does that; ours resumes numbering). Follow it rather than wait forever.
+    /// foreign writer does that; ours resumes numbering). Follow it rather than wait forever;
+    /// the frames that follow are a new stream, to be entered at a keyframe.
     fn follow_regression(&mut self, head: FrameNo) {
         if head.next() < self.next {
             self.next = head.next();
+            self.needs_key = true;
         }
     }
+}
+
+/// How far behind `head` a frame may be and still be read: one slot of margin keeps a reader
+/// off the slot the writer fills next.
+fn readable_lag(ring: &impl RingMemory) -> u64 {
+    u64::from(ring.slot_count().saturating_sub(2))
+}
+
+/// The newest keyframe among the readable frames up to `head`, judged by each slot's flags
+/// alone (the copy that follows checks the frame again).
+fn newest_key(ring: &impl RingMemory, head: FrameNo) -> Option<FrameNo> {
+    let oldest = head.0.saturating_sub(readable_lag(ring)).max(1);
+    (oldest..=head.0)
+        .rev()
+        .map(FrameNo)
+        .find(|&frame| is_key_in_slot(ring, frame))
+}
+
+/// Whether `frame`'s slot holds `frame`, complete, flagged as a keyframe: the seqlock read of
+/// `copy_frame` applied to the flags word alone.
+fn is_key_in_slot(ring: &impl RingMemory, frame: FrameNo) -> bool {
+    let slot = slot_of(ring, frame);
+    // SYNC POINT: Acquire pairs with the writer's Release store of the even value, so the flags
+    // loaded next are `frame`'s or newer.
+    let before = acquire_u64(&slot.meta.seq);
+    if before != complete_seq(frame) {
+        return false;
+    }
+    let flags = slot.meta.flags.load(Relaxed);
+    // SYNC POINT: keeps the flags load from moving below the re-check, as in `copy_frame`: a
+    // flags word of a newer frame implies the re-check sees that frame's odd mark.
+    fence(Acquire);
+    slot.meta.seq.load(Relaxed) == before && kind_of(flags).is_key()
 }

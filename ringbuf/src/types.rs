@@ -117,3 +117,57 @@ fn clock_ns(clock: nix::time::ClockId) -> u64 {
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec() as u64)
 }
+
+/// How a ring's frames are encoded; fixed for the life of a ring file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Codec {
+    /// Each frame a complete JPEG.
+    Jpeg,
+    /// Each frame one H.264 access unit as an Annex B byte stream (start codes before each NAL
+    /// unit); keyframes carry their SPS and PPS, so decoding can start at any of them.
+    H264,
+}
+
+impl Codec {
+    /// `jpeg` or `h264`, as in `/api/cameras` and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Codec::Jpeg => "jpeg",
+            Codec::H264 => "h264",
+        }
+    }
+}
+
+impl fmt::Display for Codec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Codec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "jpeg" | "mjpeg" => Ok(Codec::Jpeg),
+            "h264" => Ok(Codec::H264),
+            other => Err(Error::UnknownCodec(other.to_owned())),
+        }
+    }
+}
+
+/// What a frame is to a decoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameKind {
+    /// Decodable on its own: every JPEG, an H.264 access unit with an IDR picture.
+    Key,
+    /// Needs the frames before it, back to the last keyframe: other H.264 access units.
+    Delta,
+}
+
+impl FrameKind {
+    pub fn is_key(self) -> bool {
+        self == FrameKind::Key
+    }
+}

@@ -14,13 +14,14 @@ use crate::dir::{
     check_room, demand_path, ensure_ring_dir, open_regular, reserve_space, ring_path, Access,
 };
 use crate::futex;
+use crate::h264;
 use crate::mapped::{
-    header_of, map_header, write_camera, Layout, MapAccess, MappedRing, RingGeometry, RingHeader,
-    FORMAT_JPEG, HEADER_SIZE, KIND_INGEST, KIND_LOCAL, LAYOUT_VERSION, MAGIC, STATE_IDLE,
-    STATE_OFFLINE, STATE_REPLACED, STATE_SOURCE_DOWN, STATE_STREAMING,
+    format_of, header_of, map_header, write_camera, write_codec_string, Layout, MapAccess,
+    MappedRing, RingGeometry, RingHeader, HEADER_SIZE, KIND_INGEST, KIND_LOCAL, LAYOUT_VERSION,
+    MAGIC, STATE_IDLE, STATE_OFFLINE, STATE_REPLACED, STATE_SOURCE_DOWN, STATE_STREAMING,
 };
-use crate::seqlock;
-use crate::types::{Clock, MonoNanos, SystemClock};
+use crate::seqlock::{self, Stamp};
+use crate::types::{Clock, Codec, FrameKind, MonoNanos, SystemClock};
 use crate::{CameraId, Error, FrameNo, WallNanos};
 
 /// Ring files are readable by the writer's group (the servers), writable by the writer only.
@@ -119,6 +120,8 @@ pub struct RingWriter {
     /// What readers have been told, kept here so that a new file can say it again.
     state: WriterState,
     format: VideoFormat,
+    /// The codec string last written to the header (H.264 rings: from the last keyframe's SPS).
+    codec_string: Option<String>,
     checked_at: MonoNanos,
     /// Set once another live writer holds the path: the pid recorded in its ring, if any.
     /// Nothing this writer publishes reaches a reader after that.
@@ -140,9 +143,21 @@ impl RingWriter {
         camera: &CameraId,
         geometry: RingGeometry,
     ) -> Result<RingWriter, Error> {
+        RingWriter::create_for_codec(dir, camera, geometry, Codec::Jpeg)
+    }
+
+    /// [`create`](Self::create) for frames of `codec`. An existing ring of another codec is
+    /// replaced, as one of another geometry is.
+    pub fn create_for_codec(
+        dir: &Path,
+        camera: &CameraId,
+        geometry: RingGeometry,
+        codec: Codec,
+    ) -> Result<RingWriter, Error> {
+        let layout = Layout::new(geometry, codec)?;
         let started = SystemClock.mono();
         loop {
-            match RingWriter::create_as(dir, camera, geometry, WriterKind::Local) {
+            match RingWriter::create_as(dir, camera, layout, WriterKind::Local) {
                 Err(Error::HeldByIngest { .. })
                     if SystemClock.mono().since(started) < INGEST_YIELD_WAIT =>
                 {
@@ -161,16 +176,16 @@ impl RingWriter {
         camera: &CameraId,
         geometry: RingGeometry,
     ) -> Result<RingWriter, Error> {
-        RingWriter::create_as(dir, camera, geometry, WriterKind::Ingest)
+        let layout = Layout::new(geometry, Codec::Jpeg)?;
+        RingWriter::create_as(dir, camera, layout, WriterKind::Ingest)
     }
 
     fn create_as(
         dir: &Path,
         camera: &CameraId,
-        geometry: RingGeometry,
+        layout: Layout,
         kind: WriterKind,
     ) -> Result<RingWriter, Error> {
-        let layout = Layout::for_geometry(geometry)?;
         ensure_ring_dir(dir)?;
         let path = ring_path(dir, camera);
         let claim = Claim { camera, kind };
@@ -215,6 +230,7 @@ impl RingWriter {
             head,
             state: WriterState::Streaming,
             format: VideoFormat::default(),
+            codec_string: None,
             checked_at: SystemClock.mono(),
             lost_to: None,
         };
@@ -235,6 +251,9 @@ impl RingWriter {
         header.heartbeat.store(SystemClock.mono().0, Relaxed);
         header.writer_state.store(self.state.raw(), Relaxed);
         store_format(header, self.format);
+        if let Some(codec) = &self.codec_string {
+            write_codec_string(header, codec);
+        }
         wake_readers(header);
     }
 
@@ -253,6 +272,10 @@ impl RingWriter {
         self.ring.layout().geometry()
     }
 
+    pub fn codec(&self) -> Codec {
+        self.ring.layout().codec
+    }
+
     /// The last published frame ([`FrameNo::NONE`] if none yet).
     pub fn head(&self) -> FrameNo {
         self.head
@@ -263,10 +286,23 @@ impl RingWriter {
         self.head.next()
     }
 
-    /// Publishes one frame and wakes every waiting reader. A frame larger than a slot is refused
-    /// and counted in the header; nothing is truncated. Fails only if the file had to be
-    /// replaced (see [`RingWriter`]) and no new one could be made.
+    /// Publishes one keyframe (for a JPEG ring, any frame) and wakes every waiting reader. A
+    /// frame larger than a slot is refused and counted in the header; nothing is truncated.
+    /// Fails only if the file had to be replaced (see [`RingWriter`]) and no new one could be
+    /// made.
     pub fn publish(&mut self, payload: &[u8], capture: WallNanos) -> Result<FrameNo, Error> {
+        self.publish_frame(payload, capture, FrameKind::Key)
+    }
+
+    /// [`publish`](Self::publish) for a frame of either kind: an H.264 access unit is a
+    /// [`FrameKind::Key`] if it holds an IDR picture. A keyframe of an H.264 ring also updates
+    /// the header's codec string from its SPS, before readers can see the frame.
+    pub fn publish_frame(
+        &mut self,
+        payload: &[u8],
+        capture: WallNanos,
+        kind: FrameKind,
+    ) -> Result<FrameNo, Error> {
         let slot_size = self.ring.layout().slot_size;
         if payload.len() > slot_size {
             self.ring.header().frames_rejected.fetch_add(1, Relaxed);
@@ -277,14 +313,22 @@ impl RingWriter {
         }
         let now = SystemClock.mono();
         self.keep_file_sound(now)?;
-        let frame = self.head.next();
-        seqlock::publish(&self.ring, frame, payload, capture);
+        if kind.is_key() && self.codec() == Codec::H264 {
+            self.note_codec_string(payload);
+        }
+        let stamp = Stamp {
+            frame: self.head.next(),
+            capture,
+            kind,
+        };
+        seqlock::publish(&self.ring, stamp, payload);
         if self.ring.is_damaged() {
             // The file shrank under this very publish, so the frame reached no reader: give it
             // to the new file instead.
             self.replace_file()?;
-            seqlock::publish(&self.ring, frame, payload, capture);
+            seqlock::publish(&self.ring, stamp, payload);
         }
+        let frame = stamp.frame;
         self.head = frame;
         self.state = WriterState::Streaming;
 
@@ -332,6 +376,18 @@ impl RingWriter {
         } else {
             WriterState::Streaming
         })
+    }
+
+    /// Writes the codec string of `keyframe`'s SPS to the header if it changed. Ordered before
+    /// the frame by the Release stores of the publish that follows.
+    fn note_codec_string(&mut self, keyframe: &[u8]) {
+        let Some(codec) = h264::codec_string(keyframe) else {
+            return;
+        };
+        if self.codec_string.as_ref() != Some(&codec) {
+            write_codec_string(self.ring.header(), &codec);
+            self.codec_string = Some(codec);
+        }
     }
 
     pub fn set_video_format(&mut self, format: VideoFormat) {
@@ -546,14 +602,17 @@ fn take_over(
         }
     }
     if let Some((found, found_camera, _)) = &found {
-        if found.geometry() == layout.geometry() && found_camera == camera {
+        if found.geometry() == layout.geometry()
+            && found.codec == layout.codec
+            && found_camera == camera
+        {
             // A file from before space was reserved (or with holes punched) gets it now.
             reserve_space(&lock, layout.file_size as u64, path)?;
             let ring = MappedRing::map(&lock, layout, MapAccess::Write, path)?;
             return Ok(Some(RingWriter::start(ring, lock, path, claim)));
         }
     }
-    // A ring of another geometry or camera keeps its numbering going, so viewers see no
+    // A ring of another geometry, codec or camera keeps its numbering going, so viewers see no
     // regression; a file that is no ring at all has none to keep.
     let old_header = found.map(|(_, _, header)| header);
     let head = old_header
@@ -700,7 +759,7 @@ fn init_header(header: &RingHeader, new: &NewRing<'_>) {
     header.version.store(LAYOUT_VERSION, Relaxed);
     header.header_size.store(HEADER_SIZE as u32, Relaxed);
     header.slot_count.store(layout.slot_count, Relaxed);
-    header.format.store(FORMAT_JPEG, Relaxed);
+    header.format.store(format_of(layout.codec), Relaxed);
     header.slot_size.store(layout.slot_size as u64, Relaxed);
     header.slot_stride.store(layout.stride as u64, Relaxed);
     write_camera(header, camera);
@@ -786,7 +845,7 @@ pub fn ingest_may_write(
     let file = match open_regular(&path, Access::ReadOnly) {
         Ok(file) => file,
         Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            let layout = Layout::for_geometry(geometry)?;
+            let layout = Layout::new(geometry, Codec::Jpeg)?;
             return check_room(dir, layout.file_size as u64);
         }
         Err(e) => return Err(e),

@@ -7,10 +7,10 @@
 //! | offset | field | | offset | field |
 //! | --- | --- | --- | --- | --- |
 //! | 0 | magic u64 = b"RINGCAST" | | 84 | writer_state u32 |
-//! | 8 | version u32 = 1 | | 88 | writer_pid u32 |
+//! | 8 | version u32 = 2 | | 88 | writer_pid u32 |
 //! | 12 | header_size u32 = 4096 | | 92 | futex u32 |
 //! | 16 | slot_count u32 | | 96 | heartbeat u64 |
-//! | 20 | format u32 = 1 (JPEG) | | 104 | head u64 |
+//! | 20 | format u32 = 1 (JPEG), 2 (H.264) | | 104 | head u64 |
 //! | 24 | slot_size u64 | | 112 | published_at u64 |
 //! | 32 | slot_stride u64 | | 120 | frames_published u64 |
 //! | 40 | camera [u8; 32], NUL-padded | | 128 | bytes_published u64 |
@@ -19,10 +19,12 @@
 //! | 80 | fps_milli u32 | | 152 | writer_kind u32 (1 local, 2 ingest) |
 //! | | | | 156 | local_claim u32 (pid of a capture waiting for an ingest ring) |
 //! | | | | 160 | local_claim_at u64 (CLOCK_MONOTONIC ns the claim was last renewed) |
+//! | | | | 168 | codec_string [u8; 32], NUL-padded (`avc1.42E01E`; empty for JPEG) |
 //!
 //! Slot `i` starts at `4096 + i * stride`, `stride = 64 + slot_size` rounded up to 64: `seq` u64
 //! at +0 (`2n - 1` while frame `n` is written, `2n` once complete), `len` at +8, capture time at
-//! +16, frame number at +24, payload at +64. Frame `n` lives in slot `n % slot_count`.
+//! +16, frame number at +24, flags at +32 (bit 0: keyframe), payload at +64. Frame `n` lives in
+//! slot `n % slot_count`.
 //! `the_documented_offsets_match_a_real_ring` pins this table to what the writer produces.
 
 use std::fs::{File, OpenOptions};
@@ -66,6 +68,7 @@ const SEQ: u64 = 0;
 const LEN: u64 = 8;
 const CAPTURE: u64 = 16;
 const FRAME_NO: u64 = 24;
+const FLAGS: u64 = 32;
 const PAYLOAD: u64 = 64;
 
 fn slot_offset(frame: u64) -> u64 {
@@ -155,7 +158,7 @@ fn the_documented_offsets_match_a_real_ring() {
     let (_dir, path) = real_ring();
     assert_eq!(std::fs::metadata(&path).unwrap().len(), FILE_SIZE);
     assert_eq!(peek::<8>(&path, MAGIC), *b"RINGCAST");
-    assert_eq!(peek_u32(&path, VERSION), 1);
+    assert_eq!(peek_u32(&path, VERSION), 2);
     assert_eq!(peek_u32(&path, HEADER_SIZE_FIELD), 4096);
     assert_eq!(peek_u32(&path, SLOT_COUNT_FIELD), SLOT_COUNT);
     assert_eq!(peek_u32(&path, FORMAT), 1);
@@ -172,6 +175,11 @@ fn the_documented_offsets_match_a_real_ring() {
         assert_eq!(peek_u64(&path, slot + LEN), 10 + n);
         assert_eq!(peek_u64(&path, slot + CAPTURE), n);
         assert_eq!(peek_u64(&path, slot + FRAME_NO), n);
+        assert_eq!(
+            peek_u64(&path, slot + FLAGS),
+            1,
+            "every JPEG frame is a keyframe"
+        );
         assert_eq!(peek::<11>(&path, slot + PAYLOAD), [n as u8; 11]);
     }
     // Untouched, the ring opens.
@@ -234,12 +242,12 @@ fn a_wrong_magic_is_not_a_ring() {
 #[test]
 fn a_wrong_version_is_named() {
     let (_dir, path) = real_ring();
-    for version in [2, 0, u32::MAX] {
+    for version in [1, 3, 0, u32::MAX] {
         poke_u32(&path, VERSION, version);
         match refusal(&path) {
             Error::UnsupportedVersion {
                 found, supported, ..
-            } => assert_eq!((found, supported), (version, 1)),
+            } => assert_eq!((found, supported), (version, 2)),
             other => panic!("version {version}: expected UnsupportedVersion, got {other:?}"),
         }
     }

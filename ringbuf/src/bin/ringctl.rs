@@ -100,6 +100,8 @@ fn as_json(info: &RingInfo, status: WriterStatus, now: MonoNanos) -> serde_json:
         "status": status.as_str(),
         "status_detail": status_detail(status),
         "writer_pid": info.writer_pid,
+        "codec": info.codec,
+        "codec_string": info.codec_string,
         "slot_count": info.geometry.slot_count,
         "slot_size": info.geometry.slot_size,
         "width": info.format.width,
@@ -142,6 +144,13 @@ fn as_text(reader: &RingReader, info: &RingInfo, status: WriterStatus, now: Mono
     line("heartbeat", age(info.heartbeat));
     line("head", info.head.to_string());
     line("last frame", age(info.published_at));
+    line(
+        "codec",
+        match &info.codec_string {
+            Some(string) => format!("{} ({string})", info.codec),
+            None => info.codec.to_string(),
+        },
+    );
     line(
         "picture",
         format!(
