@@ -1,6 +1,9 @@
 //! Cameras of one worker: one ring reader per camera copies each new frame out once into a shared
 //! [`Frame`] (with the WebSocket and multipart headers prebuilt) and wakes the camera's viewers.
-//! Each viewer then takes the newest frame it has not sent; nothing is queued per viewer.
+//! Nothing is queued per viewer. A viewer of a JPEG camera takes the newest frame it has not
+//! sent. A viewer of an H.264 camera needs every frame from a keyframe on, so the camera keeps
+//! its current group of pictures (the frames since the last keyframe): a new viewer starts at
+//! that keyframe at once, and a viewer still behind when the next keyframe comes jumps to it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -14,11 +17,11 @@ use std::time::Duration;
 use monoio::io::AsyncReadRent;
 use ringbuf::demand::{DemandCell, DemandFile};
 use ringbuf::{
-    scan_ring_dir, CameraId, Clock, FrameNo, MonoNanos, RingReader, RingWatcher, SystemClock,
-    WallNanos, WriterKind, WriterStatus,
+    scan_ring_dir, CameraId, Clock, Codec, FrameKind, FrameNo, MonoNanos, RingReader, RingWatcher,
+    SystemClock, WallNanos, WriterKind, WriterStatus,
 };
 
-use crate::websocket::{binary_header, WsHeader};
+use crate::websocket::{access_unit_header, binary_header, text_frame, AU_HEADER_LEN};
 
 /// How often a ring reader wakes without a frame, to notice an offline or replaced ring.
 const RING_TICK: Duration = Duration::from_millis(500);
@@ -47,20 +50,32 @@ pub const MJPEG_PART_END_AND_HEAD: &[u8] = concat!(
 )
 .as_bytes();
 
+/// The longest group of pictures a camera keeps for new viewers (a minute at 30 fps). A camera
+/// with keyframes further apart is still served, from its next keyframe on.
+const MAX_GOP_FRAMES: usize = 1800;
+
 /// One frame as every viewer of this process sends it.
 pub struct Frame {
     /// Counts frames this process published for the camera (survives ring replacement).
     pub seq: u64,
     pub frame_no: FrameNo,
     pub capture: WallNanos,
-    pub jpeg: Vec<u8>,
-    pub ws_header: WsHeader,
-    /// The part headers; the delimiter before them ended the previous part (or the head).
+    pub codec: Codec,
+    pub kind: FrameKind,
+    /// The encoded frame: a whole JPEG, or an H.264 access unit in Annex B form.
+    pub payload: Vec<u8>,
+    /// What precedes `payload` in its WebSocket message: the frame header and, for H.264, the
+    /// access unit header (`websocket::access_unit_header`).
+    pub ws_head: Vec<u8>,
+    /// The part headers of `/stream/{cam}.mjpg` (JPEG only); the delimiter before them ended
+    /// the previous part (or the head).
     pub part_header: Vec<u8>,
+    /// On H.264 keyframes: the decoder configuration this frame and those after it need.
+    pub decoder_config: Option<Rc<DecoderConfig>>,
 }
 
 impl Frame {
-    fn new(seq: u64, frame_no: FrameNo, capture: WallNanos, jpeg: Vec<u8>) -> Frame {
+    fn jpeg(seq: u64, frame_no: FrameNo, capture: WallNanos, jpeg: Vec<u8>) -> Frame {
         let part_header = format!(
             "Content-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
             jpeg.len()
@@ -70,10 +85,68 @@ impl Frame {
             seq,
             frame_no,
             capture,
-            ws_header: binary_header(jpeg.len()),
+            codec: Codec::Jpeg,
+            kind: FrameKind::Key,
+            ws_head: binary_header(jpeg.len()).as_bytes().to_vec(),
             part_header,
-            jpeg,
+            payload: jpeg,
+            decoder_config: None,
         }
+    }
+
+    fn h264(
+        seq: u64,
+        meta: &ringbuf::FrameMeta,
+        access_unit: Vec<u8>,
+        decoder_config: Option<Rc<DecoderConfig>>,
+    ) -> Frame {
+        let mut ws_head = binary_header(AU_HEADER_LEN + access_unit.len())
+            .as_bytes()
+            .to_vec();
+        ws_head.extend_from_slice(&access_unit_header(meta.kind, meta.frame_no, meta.capture));
+        Frame {
+            seq,
+            frame_no: meta.frame_no,
+            capture: meta.capture,
+            codec: Codec::H264,
+            kind: meta.kind,
+            payload: access_unit,
+            ws_head,
+            part_header: Vec::new(),
+            decoder_config,
+        }
+    }
+}
+
+/// What a viewer's H.264 decoder must be configured with, and the WebSocket text message that
+/// says it: `{"type":"config","codec":"avc1.64001F","codedWidth":1280,"codedHeight":720}`.
+pub struct DecoderConfig {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    /// The whole WebSocket frame.
+    pub message: Vec<u8>,
+}
+
+impl DecoderConfig {
+    fn new(codec: String, width: u32, height: u32) -> DecoderConfig {
+        let text = serde_json::json!({
+            "type": "config",
+            "codec": codec,
+            "codedWidth": width,
+            "codedHeight": height,
+        })
+        .to_string();
+        DecoderConfig {
+            message: text_frame(&text),
+            codec,
+            width,
+            height,
+        }
+    }
+
+    fn describes(&self, codec: &str, width: u32, height: u32) -> bool {
+        self.codec == codec && self.width == width && self.height == height
     }
 }
 
@@ -126,6 +199,14 @@ pub fn bump(counter: &Cell<u64>, by: u64) {
 pub struct Camera {
     pub id: CameraId,
     latest: RefCell<Option<Rc<Frame>>>,
+    /// H.264: the frames since the last keyframe, that keyframe first (empty for JPEG, and
+    /// until the first keyframe).
+    gop: RefCell<Vec<Rc<Frame>>>,
+    /// H.264: the decoder configuration of the last keyframe.
+    decoder_config: RefCell<Option<Rc<DecoderConfig>>>,
+    codec: Cell<Codec>,
+    /// Bits per second the ring received over the last second.
+    pub bitrate: Cell<f64>,
     waiters: RefCell<Vec<Waker>>,
     /// Bumped whenever `waiters` is emptied, so a viewer knows whether it is still listed.
     waiters_epoch: Cell<u64>,
@@ -169,6 +250,10 @@ impl Camera {
         Camera {
             id,
             latest: RefCell::new(None),
+            gop: RefCell::new(Vec::new()),
+            decoder_config: RefCell::new(None),
+            codec: Cell::new(Codec::Jpeg),
+            bitrate: Cell::new(0.0),
             waiters: RefCell::new(Vec::new()),
             waiters_epoch: Cell::new(0),
             viewers: Cell::new(0),
@@ -192,6 +277,16 @@ impl Camera {
         self.viewers.get()
     }
 
+    pub fn codec(&self) -> Codec {
+        self.codec.get()
+    }
+
+    /// The codec string of an H.264 camera's stream, once a keyframe has come.
+    pub fn codec_string(&self) -> Option<String> {
+        let config = self.decoder_config.borrow();
+        config.as_ref().map(|config| config.codec.clone())
+    }
+
     pub fn latest(&self) -> Option<Rc<Frame>> {
         self.latest.borrow().clone()
     }
@@ -200,11 +295,69 @@ impl Camera {
         self.latest.borrow().as_ref().map_or(1, |f| f.seq + 1)
     }
 
+    /// Follows a ring of `codec`. A ring replaced by one of another codec starts the camera
+    /// afresh: what was kept of the old stream means nothing to the new one's viewers.
+    fn set_codec(&self, codec: Codec) {
+        if self.codec.replace(codec) != codec {
+            self.gop.borrow_mut().clear();
+            self.decoder_config.borrow_mut().take();
+        }
+    }
+
+    /// The shared frame for `payload`, as the ring's reader returned it.
+    fn frame(&self, meta: ringbuf::FrameMeta, payload: Vec<u8>) -> Frame {
+        let seq = self.next_seq();
+        match self.codec.get() {
+            Codec::Jpeg => Frame::jpeg(seq, meta.frame_no, meta.capture, payload),
+            Codec::H264 => {
+                let config = if meta.kind.is_key() {
+                    self.decoder_config_for(&payload)
+                } else {
+                    None
+                };
+                Frame::h264(seq, &meta, payload, config)
+            }
+        }
+    }
+
     /// Makes `frame` the newest and wakes every viewer waiting for one.
     fn publish(&self, frame: Frame) {
         bump(&self.counters.frames_in, 1);
-        *self.latest.borrow_mut() = Some(Rc::new(frame));
+        let frame = Rc::new(frame);
+        if frame.codec == Codec::H264 {
+            self.extend_gop(&frame);
+        }
+        *self.latest.borrow_mut() = Some(frame);
         self.wake_waiters();
+    }
+
+    /// A keyframe starts a new group; a delta frame joins the current one. A group grown past
+    /// [`MAX_GOP_FRAMES`] is let go: viewers wait for the next keyframe.
+    fn extend_gop(&self, frame: &Rc<Frame>) {
+        let mut gop = self.gop.borrow_mut();
+        if frame.kind.is_key() {
+            gop.clear();
+        } else if gop.is_empty() || gop.len() >= MAX_GOP_FRAMES {
+            gop.clear();
+            return;
+        }
+        gop.push(Rc::clone(frame));
+    }
+
+    /// The decoder configuration for a keyframe of this camera: the last one if nothing
+    /// changed, so that viewers can tell a change by identity.
+    fn decoder_config_for(&self, access_unit: &[u8]) -> Option<Rc<DecoderConfig>> {
+        let codec = ringbuf::h264::codec_string(access_unit)?;
+        let (width, height) = (self.width.get(), self.height.get());
+        let mut current = self.decoder_config.borrow_mut();
+        match current.as_ref() {
+            Some(config) if config.describes(&codec, width, height) => Some(Rc::clone(config)),
+            _ => {
+                let config = Rc::new(DecoderConfig::new(codec, width, height));
+                *current = Some(Rc::clone(&config));
+                Some(config)
+            }
+        }
     }
 
     fn wake_waiters(&self) {
@@ -226,17 +379,21 @@ impl Camera {
         }
     }
 
-    /// The newest frame if `follower` has not taken it yet; else registers the task for the next.
+    /// The frame `follower` sends next, or else registers the task for the next: for JPEG the
+    /// newest frame it has not taken; for H.264 the one after the last it took, or the current
+    /// group's keyframe for a new viewer and for one whose next frame is gone.
     pub fn poll_frame(&self, follower: &Follower, cx: &mut Context<'_>) -> Poll<Rc<Frame>> {
-        if let Some(frame) = self.latest.borrow().as_ref() {
-            if frame.seq != follower.seen.get() {
-                let seen = follower.seen.get();
-                if seen != 0 && frame.seq > seen + 1 {
-                    bump(&self.counters.viewer_skips, frame.seq - seen - 1);
-                }
-                follower.seen.set(frame.seq);
-                return Poll::Ready(Rc::clone(frame));
+        let next = match self.codec.get() {
+            Codec::Jpeg => self.latest.borrow().clone(),
+            Codec::H264 => next_in_gop(&self.gop.borrow(), follower.seen.get()).cloned(),
+        };
+        if let Some(frame) = next.filter(|frame| frame.seq != follower.seen.get()) {
+            let seen = follower.seen.get();
+            if seen != 0 && frame.seq > seen + 1 {
+                bump(&self.counters.viewer_skips, frame.seq - seen - 1);
             }
+            follower.seen.set(frame.seq);
+            return Poll::Ready(frame);
         }
         let epoch = self.waiters_epoch.get() + 1;
         if follower.registered_in.get() != epoch {
@@ -288,6 +445,16 @@ impl Camera {
         let at = self.published_at.get();
         (at.0 != 0).then(|| now.since(at))
     }
+}
+
+/// In a group of pictures (consecutive `seq`s from its keyframe), the frame after `seen`; the
+/// keyframe if `seen` is before the group (or 0: a viewer that has taken nothing yet).
+fn next_in_gop(gop: &[Rc<Frame>], seen: u64) -> Option<&Rc<Frame>> {
+    let first = gop.first()?.seq;
+    if seen.saturating_add(1) < first || seen == 0 {
+        return gop.first();
+    }
+    gop.get(usize::try_from(seen + 1 - first).ok()?)
 }
 
 /// All cameras of one worker.
@@ -442,6 +609,7 @@ impl Hub {
         camera.width.set(info.format.width);
         camera.height.set(info.format.height);
         camera.kind.set(info.writer_kind);
+        camera.set_codec(info.codec);
         tracing::info!(camera = %camera.id, "following {}", path.display());
         monoio::spawn(follow(Rc::clone(self), Rc::clone(camera), reader, signal));
     }
@@ -512,6 +680,7 @@ async fn follow(
                     Reopened::Following(new_reader, new_signal) => {
                         reader = new_reader;
                         signal = new_signal;
+                        camera.set_codec(reader.codec());
                         // Its newest frame at once; then the loop waits as always, so that a
                         // file retired as soon as it is opened cannot spin this worker.
                         drain_ring(&camera, &mut reader, &mut spare);
@@ -576,7 +745,10 @@ fn reopen(watcher: &RingWatcher, camera: &Camera, old: &RingReader) -> Reopened 
 /// Returns how many frames it took.
 fn drain_ring(camera: &Camera, reader: &mut RingReader, spare: &mut Vec<u8>) -> usize {
     let before = reader.stats();
-    if reader.head().0 > camera.latest().map_or(0, |f| f.frame_no.0) + 1 {
+    // An H.264 frame needs the ones before it: those are taken in order (a reader lapped by
+    // the writer resumes at a keyframe by itself).
+    let behind = reader.head().0 > camera.latest().map_or(0, |f| f.frame_no.0) + 1;
+    if behind && reader.codec() == Codec::Jpeg {
         reader.skip_to_newest();
     }
     let mut taken = 0;
@@ -585,8 +757,8 @@ fn drain_ring(camera: &Camera, reader: &mut RingReader, spare: &mut Vec<u8>) -> 
             Ok(Some(meta)) => {
                 taken += 1;
                 let room = spare.len() + spare.len() / 4;
-                let jpeg = std::mem::replace(spare, Vec::with_capacity(room));
-                let frame = Frame::new(camera.next_seq(), meta.frame_no, meta.capture, jpeg);
+                let payload = std::mem::replace(spare, Vec::with_capacity(room));
+                let frame = camera.frame(meta, payload);
                 camera.publish(frame);
                 // Housekeeping refreshes this only once a second; the age in /api/cameras
                 // should not be that stale.
@@ -630,6 +802,7 @@ fn note_state(
 struct HouseKeeping {
     last: MonoNanos,
     last_published: u64,
+    last_bytes: u64,
 }
 
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(1);
@@ -639,6 +812,7 @@ impl HouseKeeping {
         HouseKeeping {
             last: MonoNanos(0),
             last_published: reader.info().frames_published,
+            last_bytes: reader.info().bytes_published,
         }
     }
 
@@ -652,15 +826,16 @@ impl HouseKeeping {
         let state = note_state(camera, reader, now, offline_after);
         let elapsed = now.since(self.last).as_secs_f64();
         let published = info.frames_published.saturating_sub(self.last_published);
+        let bytes = info.bytes_published.saturating_sub(self.last_bytes);
         if self.last.0 != 0 && elapsed > 0.0 {
-            camera.fps.set(if state == CameraState::Online {
-                published as f64 / elapsed
-            } else {
-                0.0
-            });
+            let online = state == CameraState::Online;
+            let per_second = |count: u64| if online { count as f64 / elapsed } else { 0.0 };
+            camera.fps.set(per_second(published));
+            camera.bitrate.set(per_second(bytes) * 8.0);
         }
         self.last = now;
         self.last_published = info.frames_published;
+        self.last_bytes = info.bytes_published;
         camera.width.set(info.format.width);
         camera.height.set(info.format.height);
         camera.published_at.set(info.published_at);
@@ -706,13 +881,118 @@ mod tests {
     }
 
     fn publish(camera: &Camera, n: u64) {
-        let frame = Frame::new(
+        let frame = Frame::jpeg(
             camera.next_seq(),
             FrameNo(n),
             WallNanos(0),
             vec![0xFF, 0xD8, 0xFF, 0xD9],
         );
         camera.publish(frame);
+    }
+
+    /// An H.264 access unit: a keyframe (SPS, PPS, IDR slice) or a delta frame.
+    fn access_unit(kind: FrameKind) -> Vec<u8> {
+        match kind {
+            FrameKind::Key => vec![
+                0, 0, 0, 1, 0x67, 0x42, 0xE0, 0x1E, 0xAB, 0, 0, 1, 0x68, 0xCE, 0, 0, 1, 0x65, 0x88,
+            ],
+            FrameKind::Delta => vec![0, 0, 0, 1, 0x41, 0x9A],
+        }
+    }
+
+    /// Publishes frames `from..=to` of an H.264 camera, a keyframe every `gop` from frame 1.
+    fn publish_h264(camera: &Camera, from: u64, to: u64, gop: u64) {
+        for n in from..=to {
+            let kind = if (n - 1) % gop == 0 {
+                FrameKind::Key
+            } else {
+                FrameKind::Delta
+            };
+            let meta = ringbuf::FrameMeta {
+                frame_no: FrameNo(n),
+                capture: WallNanos(n),
+                len: 0,
+                kind,
+            };
+            let frame = camera.frame(meta, access_unit(kind));
+            camera.publish(frame);
+        }
+    }
+
+    fn h264_camera() -> Camera {
+        let camera = camera();
+        camera.set_codec(Codec::H264);
+        camera.width.set(640);
+        camera.height.set(360);
+        camera
+    }
+
+    /// The frame numbers `viewer` takes now, until it has to wait.
+    fn take_all(camera: &Camera, viewer: &Follower) -> Vec<u64> {
+        let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+        let mut cx = Context::from_waker(&waker);
+        let mut taken = Vec::new();
+        while let Poll::Ready(frame) = camera.poll_frame(viewer, &mut cx) {
+            taken.push(frame.frame_no.0);
+        }
+        taken
+    }
+
+    #[test]
+    fn a_new_h264_viewer_starts_at_the_keyframe_and_gets_every_frame_after_it() {
+        let camera = h264_camera();
+        publish_h264(&camera, 1, 7, 5);
+        let viewer = Follower::default();
+        assert_eq!(take_all(&camera, &viewer), [6, 7]);
+        publish_h264(&camera, 8, 9, 5);
+        assert_eq!(take_all(&camera, &viewer), [8, 9], "in order, none skipped");
+        assert_eq!(camera.counters.viewer_skips.get(), 0);
+    }
+
+    #[test]
+    fn a_slow_h264_viewer_jumps_to_the_next_keyframe_and_counts_what_it_missed() {
+        let camera = h264_camera();
+        publish_h264(&camera, 1, 2, 5);
+        let viewer = Follower::default();
+        assert_eq!(take_all(&camera, &viewer), [1, 2]);
+        // Frames 3..=12 while the viewer is busy: groups start at 6 and 11.
+        publish_h264(&camera, 3, 12, 5);
+        assert_eq!(take_all(&camera, &viewer), [11, 12]);
+        assert_eq!(camera.counters.viewer_skips.get(), 8);
+    }
+
+    #[test]
+    fn keyframes_share_a_decoder_configuration_until_the_stream_changes() {
+        let camera = h264_camera();
+        publish_h264(&camera, 1, 11, 5);
+        let keyframe = |camera: &Camera| camera.latest().unwrap().decoder_config.clone();
+        let first = keyframe(&camera).expect("frame 11 is a keyframe");
+        let text = String::from_utf8_lossy(&first.message);
+        assert!(
+            text.ends_with(r#"{"codec":"avc1.42E01E","codedHeight":360,"codedWidth":640,"type":"config"}"#),
+            "{text}"
+        );
+        publish_h264(&camera, 12, 16, 5);
+        assert!(Rc::ptr_eq(&first, &keyframe(&camera).unwrap()));
+        camera.width.set(1280);
+        camera.height.set(720);
+        publish_h264(&camera, 17, 21, 5);
+        let resized = keyframe(&camera).unwrap();
+        assert!(!Rc::ptr_eq(&first, &resized));
+        assert_eq!((resized.width, resized.height), (1280, 720));
+        assert_eq!(camera.codec_string().as_deref(), Some("avc1.42E01E"));
+    }
+
+    #[test]
+    fn an_h264_message_carries_kind_number_and_capture_time_before_the_access_unit() {
+        let camera = h264_camera();
+        publish_h264(&camera, 1, 2, 5);
+        let frame = camera.latest().unwrap();
+        let header = &frame.ws_head[frame.ws_head.len() - AU_HEADER_LEN..];
+        assert_eq!(header[0], 0, "a delta frame");
+        assert_eq!(header[1..9], 2u64.to_be_bytes());
+        assert_eq!(header[9..17], 2u64.to_be_bytes());
+        assert_eq!(frame.ws_head[1] as usize, AU_HEADER_LEN + frame.payload.len());
     }
 
     #[test]

@@ -39,8 +39,14 @@ pub struct CameraStatus {
     pub online: bool,
     pub width: u32,
     pub height: u32,
+    /// `jpeg` or `h264`.
+    pub codec: ringbuf::Codec,
+    /// An H.264 stream's codec string (`avc1.64001F`), once a keyframe has come; null for JPEG.
+    pub codec_string: Option<String>,
     /// Frames per second the ring received over the last second.
     pub fps: f64,
+    /// Kilobits per second the ring received over the last second (what one viewer is sent).
+    pub bitrate_kbps: f64,
     /// Viewers across all workers (from the demand file), or this worker's if it has none.
     pub viewers: u64,
     /// Viewers of the worker that answered.
@@ -58,7 +64,10 @@ pub fn camera_status(camera: &Camera) -> CameraStatus {
         online: state == CameraState::Online,
         width: camera.width.get(),
         height: camera.height.get(),
+        codec: camera.codec(),
+        codec_string: camera.codec_string(),
         fps: (camera.fps.get() * 100.0).round() / 100.0,
+        bitrate_kbps: (camera.bitrate.get() / 10.0).round() / 100.0,
         viewers: camera
             .all_workers_viewers()
             .unwrap_or(u64::from(camera.viewers())),

@@ -5,10 +5,10 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use monoio::net::TcpStream;
-use ringbuf::CameraId;
+use ringbuf::{CameraId, Codec};
 
 use crate::http::{self, error_response, response, HeadError, Request, Status};
-use crate::hub::{bump, MJPEG_BOUNDARY};
+use crate::hub::{bump, Camera, MJPEG_BOUNDARY};
 use crate::viewer::{self, PartHeads, Protocol, StreamSettings};
 use crate::worker::{Gauged, StreamingGuard, Worker};
 use crate::{ingest, metrics, web, websocket};
@@ -22,7 +22,10 @@ pub enum Route<'a> {
     CamerasList,
     Healthz,
     Metrics,
+    /// `/ws/{cam}`: the camera's frames as its ring has them (JPEG, or H.264 access units).
     WebSocket(&'a str),
+    /// `/websocket_handler_site/{cam}`, the older server's route: JPEG frames only.
+    LegacyWebSocket(&'a str),
     Mjpeg(&'a str),
     Snapshot(&'a str),
     Ingest(&'a str),
@@ -43,10 +46,11 @@ pub fn route(path: &str) -> Route<'_> {
         "/metrics" => return Route::Metrics,
         _ => {}
     }
-    if let Some(cam) =
-        with_prefix("/ws/", "").or_else(|| with_prefix("/websocket_handler_site/", ""))
-    {
+    if let Some(cam) = with_prefix("/ws/", "") {
         return Route::WebSocket(cam);
+    }
+    if let Some(cam) = with_prefix("/websocket_handler_site/", "") {
+        return Route::LegacyWebSocket(cam);
     }
     if let Some(file) = with_prefix("/assets/", "") {
         return Route::Asset(file);
@@ -203,8 +207,10 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
         )
         .await;
     }
-    if matches!(route, Route::WebSocket(_) | Route::Ingest(_))
-        && !origin_allowed(&worker.config, &request)
+    if matches!(
+        route,
+        Route::WebSocket(_) | Route::LegacyWebSocket(_) | Route::Ingest(_)
+    ) && !origin_allowed(&worker.config, &request)
     {
         let origin = request.origin.as_deref().unwrap_or_default();
         return refuse(
@@ -247,7 +253,12 @@ async fn dispatch(worker: Rc<Worker>, stream: TcpStream, request: Request, alrea
             reply(stream, "text/plain; version=0.0.4", body.as_bytes()).await
         }
         Route::Snapshot(cam) => snapshot(worker, stream, cam).await,
-        Route::WebSocket(cam) => websocket_viewer(worker, stream, request, already, cam).await,
+        Route::WebSocket(cam) => {
+            websocket_viewer(worker, stream, request, already, cam, Wants::AnyCodec).await
+        }
+        Route::LegacyWebSocket(cam) => {
+            websocket_viewer(worker, stream, request, already, cam, Wants::Jpeg).await
+        }
         Route::Mjpeg(cam) => mjpeg_viewer(worker, stream, &request, already, cam).await,
         Route::Ingest(cam) => match CameraId::new(cam) {
             Ok(id) => ingest::serve(worker, stream, request, already, id).await,
@@ -277,12 +288,42 @@ async fn unknown_camera(worker: &Worker, stream: TcpStream, cam: &str) {
     .await
 }
 
-async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
+/// What a route can send: the camera's frames whatever they are, or JPEG only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wants {
+    AnyCodec,
+    Jpeg,
+}
+
+/// The camera `cam`, if there is one and it can give what the route sends; else answers the
+/// request with why not.
+async fn camera_for(
+    worker: &Worker,
+    stream: TcpStream,
+    cam: &str,
+    wants: Wants,
+) -> Option<(Rc<Camera>, TcpStream)> {
     let Some(camera) = worker.hub.camera(cam) else {
-        return unknown_camera(&worker, stream, cam).await;
+        unknown_camera(worker, stream, cam).await;
+        return None;
+    };
+    if wants == Wants::Jpeg && camera.codec() != Codec::Jpeg {
+        let reason = format!(
+            "camera {cam} sends {}, not JPEG: watch it on /ws/{cam}",
+            camera.codec()
+        );
+        refuse(worker, stream, Status::NotAcceptable, &reason).await;
+        return None;
+    }
+    Some((camera, stream))
+}
+
+async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
+    let Some((camera, stream)) = camera_for(&worker, stream, cam, Wants::Jpeg).await else {
+        return;
     };
     match camera.latest() {
-        Some(frame) => reply(stream, "image/jpeg", &frame.jpeg).await,
+        Some(frame) => reply(stream, "image/jpeg", &frame.payload).await,
         None => {
             refuse(
                 &worker,
@@ -358,9 +399,10 @@ async fn websocket_viewer(
     request: Request,
     already: Vec<u8>,
     cam: &str,
+    wants: Wants,
 ) {
-    let Some(camera) = worker.hub.camera(cam) else {
-        return unknown_camera(&worker, stream, cam).await;
+    let Some((camera, stream)) = camera_for(&worker, stream, cam, wants).await else {
+        return;
     };
     let accept = match websocket::accept_key(&request) {
         Ok(accept) => accept,
@@ -393,8 +435,8 @@ async fn mjpeg_viewer(
     already: Vec<u8>,
     cam: &str,
 ) {
-    let Some(camera) = worker.hub.camera(cam) else {
-        return unknown_camera(&worker, stream, cam).await;
+    let Some((camera, stream)) = camera_for(&worker, stream, cam, Wants::Jpeg).await else {
+        return;
     };
     let Some((_guard, mut stream)) = admit_viewer(&worker, stream).await else {
         return;
@@ -431,7 +473,7 @@ mod tests {
         assert_eq!(route("/ws/cam1"), Route::WebSocket("cam1"));
         assert_eq!(
             route("/websocket_handler_site/cam1"),
-            Route::WebSocket("cam1")
+            Route::LegacyWebSocket("cam1")
         );
         assert_eq!(route("/stream/cam1.mjpg"), Route::Mjpeg("cam1"));
         assert_eq!(route("/snapshot/cam1.jpg"), Route::Snapshot("cam1"));

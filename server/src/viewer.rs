@@ -1,6 +1,6 @@
 //! Streaming a camera to one viewer, over WebSocket or MJPEG. The sending task takes the newest
 //! frame it has not sent from the camera ([`Camera::poll_frame`]) and writes the shared buffer
-//! with one vectored write (prebuilt header + JPEG); it holds at most that one frame. A second
+//! with one vectored write (prebuilt header + payload); it holds at most that one frame. A second
 //! task reads what the viewer sends (pongs, pings, close) and tells the sender through
 //! [`ViewerControl`].
 
@@ -18,7 +18,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
 use monoio::time::Sleep;
 
-use crate::hub::{bump, Camera, Follower, Frame, MJPEG_PART_END, MJPEG_PART_END_AND_HEAD};
+use crate::hub::{
+    bump, Camera, DecoderConfig, Follower, Frame, MJPEG_PART_END, MJPEG_PART_END_AND_HEAD,
+};
 use crate::websocket::{self, close, Incoming, WsReader};
 
 /// The largest message a viewer may send (viewers only answer pings and say goodbye).
@@ -135,6 +137,8 @@ enum End {
     Stalled { frame_finished: bool },
     NoPong,
     WriteFailed,
+    /// The camera's ring now carries another codec than the viewer was sent.
+    CodecChanged,
 }
 
 /// Settings of a viewer's stream.
@@ -187,6 +191,8 @@ async fn send_frames<W: AsyncWriteRent>(
     settings: StreamSettings,
 ) -> End {
     let follower = Follower::default();
+    let codec = camera.codec();
+    let mut config_sent: Option<Rc<DecoderConfig>> = None;
     let mut iov = Some(FrameIo::new_iovecs());
     let keepalive = settings.protocol == Protocol::WebSocket;
     let mut ping = std::pin::pin!(monoio::time::sleep(settings.ping_interval));
@@ -199,6 +205,16 @@ async fn send_frames<W: AsyncWriteRent>(
                 .await;
         match event {
             Event::Frame(frame) => {
+                if frame.codec != codec {
+                    return End::CodecChanged;
+                }
+                if let Some(config) = new_config(&frame, config_sent.as_ref()) {
+                    let message = send_small(out, config.message.clone());
+                    if let Err(end) = watched(message, &settings, stall.as_mut(), camera).await {
+                        return end;
+                    }
+                    config_sent = Some(config);
+                }
                 let sent =
                     send_frame_watched(out, frame, &mut iov, settings, stall.as_mut(), camera);
                 if let Err(end) = sent.await {
@@ -227,6 +243,14 @@ async fn send_frames<W: AsyncWriteRent>(
             Event::Ended(end) => return End::Read(end),
         }
     }
+}
+
+/// The decoder configuration `frame` needs, if the viewer was not sent it yet (H.264 keyframes
+/// carry theirs; the same configuration is the same `Rc`).
+fn new_config(frame: &Frame, sent: Option<&Rc<DecoderConfig>>) -> Option<Rc<DecoderConfig>> {
+    let config = frame.decoder_config.as_ref()?;
+    let known = sent.is_some_and(|sent| Rc::ptr_eq(sent, config));
+    (!known).then(|| Rc::clone(config))
 }
 
 fn next_event(
@@ -299,10 +323,10 @@ async fn watched<T>(
     }
 }
 
-/// The iovecs of one frame's write: header, JPEG, trailer.
+/// The iovecs of one frame's write: header, payload, trailer.
 type FrameIovecs = Box<[libc::iovec; 3]>;
 
-/// The header, JPEG and trailer of a shared frame as one vectored write. The iovecs live in a
+/// The header, payload and trailer of a shared frame as one vectored write. The iovecs live in a
 /// box that the viewer reuses for every frame, so a write allocates nothing.
 struct FrameIo {
     _frame: Rc<Frame>,
@@ -321,11 +345,11 @@ impl FrameIo {
 
     fn new(frame: Rc<Frame>, mut iov: FrameIovecs, protocol: Protocol) -> FrameIo {
         let (header, trailer): (&[u8], &'static [u8]) = match protocol {
-            Protocol::WebSocket => (frame.ws_header.as_bytes(), b""),
+            Protocol::WebSocket => (&frame.ws_head, b""),
             Protocol::Mjpeg(PartHeads::WithLength) => (&frame.part_header, MJPEG_PART_END),
             Protocol::Mjpeg(PartHeads::InAdvance) => (b"", MJPEG_PART_END_AND_HEAD),
         };
-        for (slot, bytes) in iov.iter_mut().zip([header, &frame.jpeg, trailer]) {
+        for (slot, bytes) in iov.iter_mut().zip([header, &frame.payload, trailer]) {
             *slot = libc::iovec {
                 iov_base: bytes.as_ptr() as *mut libc::c_void,
                 iov_len: bytes.len(),
@@ -359,7 +383,7 @@ impl FrameIo {
     }
 }
 
-// SAFETY: the iovecs point into `_frame`'s header and JPEG, which the Rc keeps alive and never
+// SAFETY: the iovecs point into `_frame`'s header and payload, which the Rc keeps alive and never
 // mutates while it is shared, and into a static trailer; the iovec array is boxed, so the pointer returned stays the same
 // when the FrameIo moves into and out of the runtime, and `first` only changes between writes.
 unsafe impl IoVecBuf for FrameIo {
@@ -422,6 +446,10 @@ async fn finish<W: AsyncWriteRent>(
             tracing::info!(camera = %camera.id, "viewer too slow, dropping it");
             None
         }
+        (End::CodecChanged, Protocol::WebSocket) => Some(websocket::close_frame(
+            close::SERVICE_RESTART,
+            "the camera changed codec",
+        )),
         (End::NoPong, Protocol::WebSocket) => Some(websocket::close_frame(
             close::GOING_AWAY,
             "no answer to ping",

@@ -31,6 +31,9 @@ pub mod close {
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// The viewer did not take frames for `--stall-timeout` (DESIGN.md).
     pub const TOO_SLOW: u16 = 4008;
+    /// The camera's stream changed under the viewer (its ring now carries another codec):
+    /// reconnect to get it as it is now.
+    pub const SERVICE_RESTART: u16 = 1012;
 }
 
 /// Longest header of a server frame: 2 bytes, 8 of extended length, no mask.
@@ -123,6 +126,32 @@ pub fn frame_header(opcode: OpCode, payload_len: u64) -> WsHeader {
 
 pub fn binary_header(payload_len: usize) -> WsHeader {
     frame_header(OpCode::Data(Data::Binary), payload_len as u64)
+}
+
+/// Bytes before an H.264 access unit in its binary message.
+pub const AU_HEADER_LEN: usize = 17;
+/// Bit of the access unit header's first byte: the access unit is a keyframe.
+pub const AU_FLAG_KEY: u8 = 1;
+
+/// The header of an H.264 binary message on `/ws/{cam}`: one byte of flags ([`AU_FLAG_KEY`]),
+/// then the frame number and the capture time (CLOCK_REALTIME ns), each a big-endian u64 (as
+/// JavaScript's `DataView.getBigUint64` reads by default). The access unit follows as it is in
+/// the ring: Annex B, parameter sets in-band on keyframes.
+pub fn access_unit_header(
+    kind: ringbuf::FrameKind,
+    frame_no: ringbuf::FrameNo,
+    capture: ringbuf::WallNanos,
+) -> [u8; AU_HEADER_LEN] {
+    let mut header = [0u8; AU_HEADER_LEN];
+    header[0] = if kind.is_key() { AU_FLAG_KEY } else { 0 };
+    header[1..9].copy_from_slice(&frame_no.0.to_be_bytes());
+    header[9..17].copy_from_slice(&capture.0.to_be_bytes());
+    header
+}
+
+/// A whole text frame.
+pub fn text_frame(text: &str) -> Vec<u8> {
+    small_frame(OpCode::Data(Data::Text), text.as_bytes())
 }
 
 /// A whole control or small data frame, for pings, pongs, closes and demand messages.
