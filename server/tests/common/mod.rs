@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod h264;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
