@@ -969,7 +969,9 @@ mod tests {
         let first = keyframe(&camera).expect("frame 11 is a keyframe");
         let text = String::from_utf8_lossy(&first.message);
         assert!(
-            text.ends_with(r#"{"codec":"avc1.42E01E","codedHeight":360,"codedWidth":640,"type":"config"}"#),
+            text.ends_with(
+                r#"{"codec":"avc1.42E01E","codedHeight":360,"codedWidth":640,"type":"config"}"#
+            ),
             "{text}"
         );
         publish_h264(&camera, 12, 16, 5);
@@ -992,7 +994,10 @@ mod tests {
         assert_eq!(header[0], 0, "a delta frame");
         assert_eq!(header[1..9], 2u64.to_be_bytes());
         assert_eq!(header[9..17], 2u64.to_be_bytes());
-        assert_eq!(frame.ws_head[1] as usize, AU_HEADER_LEN + frame.payload.len());
+        assert_eq!(
+            frame.ws_head[1] as usize,
+            AU_HEADER_LEN + frame.payload.len()
+        );
     }
 
     #[test]

@@ -134,7 +134,9 @@ enum Event {
 #[derive(Debug)]
 enum End {
     Read(ReadEnd),
-    Stalled { frame_finished: bool },
+    Stalled {
+        frame_finished: bool,
+    },
     NoPong,
     WriteFailed,
     /// The camera's ring now carries another codec than the viewer was sent.
