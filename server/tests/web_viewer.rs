@@ -166,6 +166,36 @@ fn the_wall_shows_live_cameras_with_their_rate_and_latency() {
 }
 
 #[test]
+fn an_h264_camera_plays_through_webcodecs_with_its_rate_and_latency() {
+    let dir = temp_ring_dir();
+    let _feeder = common::h264::H264Feeder::start(dir.path(), "h264cam", 30);
+    let server = Server::start(dir.path(), 2, &[]);
+    wait_online(&server, &["h264cam"]);
+    let mut browser = Browser::open(&server.url("/"), 1280, 720);
+    assert_eq!(browser.eval("typeof VideoDecoder"), "function");
+    open_tile(&mut browser, "h264cam");
+    wait_all_live(&mut browser);
+    let before = picture_hash(&mut browser, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(
+        picture_hash(&mut browser, 0),
+        before,
+        "the tile shows a still picture"
+    );
+    let size = browser.eval(&format!(
+        "(() => {{ const c = {TILES}[0].querySelector('canvas'); return [c.width, c.height]; }})()"
+    ));
+    assert_eq!(size, json!([common::h264::WIDTH, common::h264::HEIGHT]));
+    browser.wait_for(
+        "fps and latency on the tile",
+        &format!(
+            "/^\\d+\\.\\d fps · \\d+ ms$/.test({TILES}[0].querySelector('.stats').textContent)"
+        ),
+    );
+    assert_no_errors(&mut browser);
+}
+
+#[test]
 fn a_stopped_camera_shows_offline_within_two_seconds_and_comes_back_without_a_reload() {
     let dir = temp_ring_dir();
     let mut cam1 = camera(dir.path(), "cam1", 10);

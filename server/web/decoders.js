@@ -1,7 +1,8 @@
 // Decoders turn the messages of a camera's WebSocket into pictures to draw. A tile holds one
 // decoder, hands it every message, and draws what it calls back with; the tile knows nothing of
 // codecs. Each decoder decides what it may skip: JPEG frames stand alone, so the JPEG decoder
-// keeps only the newest waiting one; an H.264 decoder must decode from a keyframe on.
+// keeps only the newest waiting one; the H.264 decoder must decode every frame from a keyframe
+// on, and when it falls behind or fails it drops frames up to the next keyframe.
 //
 // The interface (`decoderFor(codec, { onPicture, onError })`):
 //   configure(config)  a decoder configuration the server sent as a text message (JSON);
@@ -16,13 +17,134 @@
 
 /** The decoder for a camera's codec, as its decoder configuration names it. */
 export function decoderFor(codec, callbacks) {
-  switch (codec) {
-    case 'jpeg':
-    case undefined:
-      return new JpegDecoder(callbacks);
-    default:
-      throw new Error(`this page cannot decode ${codec}`);
+  if (codec === undefined || codec === 'jpeg') {
+    return new JpegDecoder(callbacks);
   }
+  if (codec.startsWith('avc1.')) {
+    if (typeof VideoDecoder === 'undefined') {
+      throw new Error('this browser cannot decode H.264 video (it has no WebCodecs)');
+    }
+    return new H264Decoder(callbacks);
+  }
+  throw new Error(`this page cannot decode ${codec}`);
+}
+
+/** Bytes before the access unit in an H.264 message: flags, frame number, capture time. */
+const AU_HEADER_LEN = 17;
+/**
+ * Frames waiting in the decoder beyond which a device is too slow for the stream: what waits is
+ * dropped, and decoding goes on from the next keyframe, so the picture stays near the present.
+ */
+const MAX_DECODE_QUEUE = 15;
+
+/**
+ * H.264 access units (Annex B, parameter sets in-band on keyframes) decoded with WebCodecs. The
+ * server sends the configuration first and the first frame is a keyframe; after an error, a
+ * reconfiguration, or frames dropped for a slow device, delta frames are skipped until the next
+ * keyframe, since a decoder cannot use a frame whose predecessors it lacks.
+ */
+export class H264Decoder {
+  constructor({ onPicture, onError }) {
+    this.onPicture = onPicture;
+    this.onError = onError;
+    this.config = null;
+    this.decoder = null;
+    this.needKey = true;
+    this.newestPushed = 0;
+    // Capture times by frame number (the chunk's timestamp), until the frame comes out.
+    this.captureMs = new Map();
+    this.closed = false;
+  }
+
+  configure({ codec, codedWidth, codedHeight }) {
+    this.config = { codec, codedWidth, codedHeight, optimizeForLatency: true };
+    this.restart();
+  }
+
+  /** A decoder afresh with the current configuration, waiting for a keyframe. */
+  restart() {
+    if (this.decoder && this.decoder.state !== 'closed') {
+      this.decoder.close();
+    }
+    this.captureMs.clear();
+    this.needKey = true;
+    this.decoder = new VideoDecoder({
+      output: (frame) => this.output(frame),
+      error: (error) => this.failed(error),
+    });
+    try {
+      this.decoder.configure(this.config);
+    } catch (error) {
+      this.failed(error);
+    }
+  }
+
+  push(data) {
+    if (this.closed || !this.config || data.byteLength <= AU_HEADER_LEN) {
+      return;
+    }
+    const view = new DataView(data);
+    const key = (view.getUint8(0) & 1) === 1;
+    const frameNo = Number(view.getBigUint64(1));
+    if (this.decoder.state === 'closed') {
+      this.restart();
+    }
+    if (!key && (this.needKey || this.decoder.decodeQueueSize > MAX_DECODE_QUEUE)) {
+      this.needKey = true;
+      return;
+    }
+    this.needKey = false;
+    this.newestPushed = frameNo;
+    this.captureMs.set(frameNo, nanosToMs(view.getBigUint64(9)));
+    try {
+      this.decoder.decode(new EncodedVideoChunk({
+        type: key ? 'key' : 'delta',
+        timestamp: frameNo,
+        data: new Uint8Array(data, AU_HEADER_LEN),
+      }));
+    } catch (error) {
+      this.failed(error);
+    }
+  }
+
+  output(frame) {
+    const frameNo = frame.timestamp;
+    const captureMs = this.captureMs.get(frameNo) ?? null;
+    for (const number of this.captureMs.keys()) {
+      if (number > frameNo) {
+        break;
+      }
+      this.captureMs.delete(number);
+    }
+    // Frames decoded to catch up (a new viewer starts at the group's keyframe, up to a second
+    // back) are not drawn: only the present is.
+    const catchingUp = this.newestPushed - frameNo > 2;
+    if (this.closed || catchingUp) {
+      frame.close();
+      return;
+    }
+    this.onPicture(frame, { frameNo, captureMs });
+  }
+
+  failed(error) {
+    this.needKey = true;
+    if (!this.closed) {
+      this.onError(`the H.264 decoder failed, waiting for the next keyframe: ${error.message}`);
+    }
+  }
+
+  close() {
+    this.closed = true;
+    this.captureMs.clear();
+    if (this.decoder && this.decoder.state !== 'closed') {
+      this.decoder.close();
+    }
+  }
+}
+
+/** Nanoseconds since 1970 (a BigInt) as milliseconds, exactly enough for latency. */
+function nanosToMs(ns) {
+  return Number(ns / 1000n) / 1000;
 }
 
 /** One JPEG per message, decoded off the main thread by the browser; no base64, no URLs. */

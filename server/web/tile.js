@@ -119,6 +119,10 @@ export class Tile {
 
   opened() {
     this.problem = null;
+    // A new connection says afresh what it carries: a decoder configuration first for H.264,
+    // nothing for JPEG (the camera may have changed codec while the tile was away).
+    this.decoder.close();
+    this.decoder = this.newDecoder(undefined);
     this.setConnectionState('open');
   }
 
