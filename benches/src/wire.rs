@@ -2,7 +2,8 @@
 //! (`/ws/{cam}`) and multipart parts (`/stream/{cam}.mjpg`).
 //!
 //! A load client must not spend the CPU it is measuring: each parser keeps only the first
-//! [`PREFIX_LEN`] bytes of a JPEG (enough for its COM timing segment) and then tells the caller,
+//! [`PREFIX_LEN`] bytes of a frame (enough for a JPEG's COM timing segment, or the header in
+//! front of an H.264 access unit) and then tells the caller,
 //! through [`Parser::skippable`], how many payload bytes it may discard without reading them
 //! (`recv` with `MSG_TRUNC`, which drops TCP data in the kernel without copying it out). That is
 //! why frames are parsed here by hand instead of with tungstenite's `FrameCodec`, which buffers
@@ -10,7 +11,7 @@
 
 use std::io::Cursor;
 
-use ringbuf::frame::{read_timing, FrameTiming};
+use ringbuf::frame::{read_access_unit_header, read_timing, FrameTiming};
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::{CloseFrame, Frame, FrameHeader};
 
@@ -26,7 +27,7 @@ const MAX_CONTROL: u64 = 125;
 /// What a parser found in the bytes it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// A complete JPEG arrived.
+    /// A complete frame arrived (a JPEG, or an H.264 access unit).
     Frame(Received),
     /// The server pinged; answer with [`pong_frame`].
     Ping(Vec<u8>),
@@ -35,7 +36,7 @@ pub enum Event {
     Close(Option<u16>),
 }
 
-/// One received JPEG, as far as the load client cares.
+/// One received frame, as far as the load client cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
     pub timing: Option<FrameTiming>,
@@ -300,7 +301,7 @@ impl WsParser {
                 let message = self.message.take();
                 if message == Some(Message::Binary) {
                     events.push(Event::Frame(Received {
-                        timing: read_timing(&self.prefix),
+                        timing: message_timing(&self.prefix),
                         len: self.message_len,
                     }));
                 }
@@ -314,6 +315,12 @@ impl WsParser {
             _ => {}
         }
     }
+}
+
+/// The timing a binary message of `/ws/{cam}` carries: in a JPEG's comment, or in the header of
+/// an H.264 access unit.
+fn message_timing(prefix: &[u8]) -> Option<FrameTiming> {
+    read_timing(prefix).or_else(|| read_access_unit_header(prefix).map(|(_, timing)| timing))
 }
 
 /// Length of a WebSocket frame header, from its first two bytes.
@@ -494,6 +501,14 @@ mod tests {
         out
     }
 
+    fn ws_text(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        Frame::message(text.as_bytes().to_vec(), OpCode::Data(Data::Text), true)
+            .format(&mut out)
+            .unwrap();
+        out
+    }
+
     fn ws_binary(payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         Frame::message(payload.to_vec(), OpCode::Data(Data::Binary), true)
@@ -530,6 +545,25 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn h264_messages_give_their_timing_and_config_messages_are_no_frames() {
+        use ringbuf::{FrameKind, FrameNo, WallNanos};
+        let mut stream = ws_text(r#"{"type":"config","codec":"avc1.42E01E"}"#);
+        for n in 1..=3u64 {
+            let timing = FrameTiming {
+                frame_no: FrameNo(n),
+                capture: WallNanos(n * 1000),
+            };
+            let mut message = ringbuf::frame::access_unit_header(FrameKind::Delta, timing).to_vec();
+            message.extend_from_slice(&vec![0x41; 5000]);
+            stream.extend(ws_binary(&message));
+        }
+        for piece in [1, 9, 4096] {
+            let events = run(&mut Parser::Ws(WsParser::new()), &stream, piece);
+            assert_eq!(frame_numbers(&events), vec![1, 2, 3], "pieces of {piece}");
+        }
     }
 
     #[test]

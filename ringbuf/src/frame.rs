@@ -1,11 +1,13 @@
-//! JPEG framing that capture and server share: recognising a JPEG, and the COM segment that
-//! carries a frame's number and capture time to viewers (DESIGN.md, "Frame timing on the wire").
+//! Framing that capture, server and load generator share: recognising a JPEG, and how a frame's
+//! number and capture time reach viewers (DESIGN.md, "Frame timing on the wire").
 //!
-//! The timing segment is a JPEG comment (marker 0xFFFE) placed right after SOI, holding the text
+//! A JPEG carries them in a comment (marker 0xFFFE) placed right after SOI, holding the text
 //! `ringcast frame=<n> capture_ns=<t>`. Decoders ignore comments; the viewer page and the load
-//! generator parse it to measure end-to-end latency.
+//! generator parse it to measure end-to-end latency. An H.264 access unit cannot carry them
+//! without changing the camera's bytes, so its WebSocket message puts them in a small header in
+//! front of it ([`access_unit_header`]).
 
-use crate::{FrameNo, WallNanos};
+use crate::{FrameKind, FrameNo, WallNanos};
 
 pub const SOI: [u8; 2] = [0xFF, 0xD8];
 pub const EOI: [u8; 2] = [0xFF, 0xD9];
@@ -116,6 +118,44 @@ fn timing_text(jpeg: &[u8]) -> Option<&[u8]> {
     com_after_soi(jpeg).filter(|body| body.starts_with(TIMING_PREFIX))
 }
 
+/// Bytes before an H.264 access unit in its WebSocket message.
+pub const AU_HEADER_LEN: usize = 17;
+/// Bit of the access unit header's first byte: the access unit is a keyframe.
+const AU_FLAG_KEY: u8 = 1;
+
+/// The header of an H.264 access unit's WebSocket message: one byte of flags (bit 0: keyframe),
+/// then the frame number and the capture time (CLOCK_REALTIME ns), each a big-endian u64 (as
+/// JavaScript's `DataView.getBigUint64` reads by default).
+pub fn access_unit_header(kind: FrameKind, timing: FrameTiming) -> [u8; AU_HEADER_LEN] {
+    let mut header = [0u8; AU_HEADER_LEN];
+    header[0] = if kind.is_key() { AU_FLAG_KEY } else { 0 };
+    header[1..9].copy_from_slice(&timing.frame_no.0.to_be_bytes());
+    header[9..17].copy_from_slice(&timing.capture.0.to_be_bytes());
+    header
+}
+
+/// What an access unit header at the start of `message` says, if `message` is long enough to
+/// hold one (and a byte of access unit) and does not start as a JPEG does.
+pub fn read_access_unit_header(message: &[u8]) -> Option<(FrameKind, FrameTiming)> {
+    if message.len() <= AU_HEADER_LEN || message.starts_with(&SOI) {
+        return None;
+    }
+    let number = |at: usize| {
+        let bytes: [u8; 8] = message[at..at + 8].try_into().expect("eight bytes");
+        u64::from_be_bytes(bytes)
+    };
+    let kind = if message[0] & AU_FLAG_KEY != 0 {
+        FrameKind::Key
+    } else {
+        FrameKind::Delta
+    };
+    let timing = FrameTiming {
+        frame_no: FrameNo(number(1)),
+        capture: WallNanos(number(9)),
+    };
+    Some((kind, timing))
+}
+
 /// Bytes taken by an existing ringcast timing segment after SOI (0 if none).
 fn existing_timing_len(jpeg: &[u8]) -> usize {
     timing_text(jpeg).map_or(0, |body| body.len() + 4)
@@ -188,6 +228,27 @@ mod tests {
             insert_timing(b"not a jpeg", timing(1), &mut out),
             Err(JpegError::NoStartOfImage)
         );
+    }
+
+    #[test]
+    fn an_access_unit_header_round_trips_and_is_never_read_from_a_jpeg() {
+        let mut message = access_unit_header(FrameKind::Key, timing(7)).to_vec();
+        message.extend_from_slice(&[0, 0, 0, 1, 0x65]);
+        assert_eq!(
+            read_access_unit_header(&message),
+            Some((FrameKind::Key, timing(7)))
+        );
+        let delta = access_unit_header(FrameKind::Delta, timing(8));
+        assert_eq!(delta[0], 0);
+        assert_eq!(delta[1..9], 8u64.to_be_bytes());
+        assert_eq!(
+            read_access_unit_header(&delta),
+            None,
+            "no access unit after it"
+        );
+        let mut jpeg = Vec::new();
+        insert_timing(TINY, timing(9), &mut jpeg).unwrap();
+        assert_eq!(read_access_unit_header(&jpeg), None);
     }
 
     #[test]

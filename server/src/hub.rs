@@ -16,12 +16,13 @@ use std::time::Duration;
 
 use monoio::io::AsyncReadRent;
 use ringbuf::demand::{DemandCell, DemandFile};
+use ringbuf::frame::{access_unit_header, FrameTiming, AU_HEADER_LEN};
 use ringbuf::{
     scan_ring_dir, CameraId, Clock, Codec, FrameKind, FrameNo, MonoNanos, RingReader, RingWatcher,
     SystemClock, WallNanos, WriterKind, WriterStatus,
 };
 
-use crate::websocket::{access_unit_header, binary_header, text_frame, AU_HEADER_LEN};
+use crate::websocket::{binary_header, text_frame};
 
 /// How often a ring reader wakes without a frame, to notice an offline or replaced ring.
 const RING_TICK: Duration = Duration::from_millis(500);
@@ -65,7 +66,7 @@ pub struct Frame {
     /// The encoded frame: a whole JPEG, or an H.264 access unit in Annex B form.
     pub payload: Vec<u8>,
     /// What precedes `payload` in its WebSocket message: the frame header and, for H.264, the
-    /// access unit header (`websocket::access_unit_header`).
+    /// access unit header (`ringbuf::frame::access_unit_header`).
     pub ws_head: Vec<u8>,
     /// The part headers of `/stream/{cam}.mjpg` (JPEG only); the delimiter before them ended
     /// the previous part (or the head).
@@ -103,7 +104,11 @@ impl Frame {
         let mut ws_head = binary_header(AU_HEADER_LEN + access_unit.len())
             .as_bytes()
             .to_vec();
-        ws_head.extend_from_slice(&access_unit_header(meta.kind, meta.frame_no, meta.capture));
+        let timing = FrameTiming {
+            frame_no: meta.frame_no,
+            capture: meta.capture,
+        };
+        ws_head.extend_from_slice(&access_unit_header(meta.kind, timing));
         Frame {
             seq,
             frame_no: meta.frame_no,

@@ -128,27 +128,6 @@ pub fn binary_header(payload_len: usize) -> WsHeader {
     frame_header(OpCode::Data(Data::Binary), payload_len as u64)
 }
 
-/// Bytes before an H.264 access unit in its binary message.
-pub const AU_HEADER_LEN: usize = 17;
-/// Bit of the access unit header's first byte: the access unit is a keyframe.
-pub const AU_FLAG_KEY: u8 = 1;
-
-/// The header of an H.264 binary message on `/ws/{cam}`: one byte of flags ([`AU_FLAG_KEY`]),
-/// then the frame number and the capture time (CLOCK_REALTIME ns), each a big-endian u64 (as
-/// JavaScript's `DataView.getBigUint64` reads by default). The access unit follows as it is in
-/// the ring: Annex B, parameter sets in-band on keyframes.
-pub fn access_unit_header(
-    kind: ringbuf::FrameKind,
-    frame_no: ringbuf::FrameNo,
-    capture: ringbuf::WallNanos,
-) -> [u8; AU_HEADER_LEN] {
-    let mut header = [0u8; AU_HEADER_LEN];
-    header[0] = if kind.is_key() { AU_FLAG_KEY } else { 0 };
-    header[1..9].copy_from_slice(&frame_no.0.to_be_bytes());
-    header[9..17].copy_from_slice(&capture.0.to_be_bytes());
-    header
-}
-
 /// A whole text frame.
 pub fn text_frame(text: &str) -> Vec<u8> {
     small_frame(OpCode::Data(Data::Text), text.as_bytes())

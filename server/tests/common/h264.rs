@@ -8,6 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use ringbuf::frame::{read_access_unit_header, AU_HEADER_LEN};
 use ringbuf::h264::{is_keyframe, nal_type, NAL_ACCESS_UNIT_DELIMITER};
 use ringbuf::{
     CameraId, Clock, Codec, FrameKind, FrameNo, RingGeometry, RingWriter, SystemClock, VideoFormat,
@@ -123,17 +124,13 @@ pub struct AccessUnit {
 
 /// Parses a binary message: the 17-byte header, then the access unit.
 pub fn parse_access_unit(message: &[u8]) -> AccessUnit {
-    assert!(message.len() > 17, "message of {} bytes", message.len());
-    let number = |at: usize| u64::from_be_bytes(message[at..at + 8].try_into().unwrap());
+    let (kind, timing) = read_access_unit_header(message)
+        .unwrap_or_else(|| panic!("no access unit header in {} bytes", message.len()));
     AccessUnit {
-        kind: if message[0] & 1 == 1 {
-            FrameKind::Key
-        } else {
-            FrameKind::Delta
-        },
-        frame_no: FrameNo(number(1)),
-        capture: WallNanos(number(9)),
-        bytes: message[17..].to_vec(),
+        kind,
+        frame_no: timing.frame_no,
+        capture: timing.capture,
+        bytes: message[AU_HEADER_LEN..].to_vec(),
     }
 }
 
