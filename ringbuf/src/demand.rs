@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::dir::{demand_path, ensure_ring_dir, open_regular, reserve_space, ring_path, Access};
+use crate::dir::{
+    ensure_ring_dir, feed_demand_path, feed_ring_path, open_regular, reserve_space, Access, Feed,
+};
 use crate::futex;
 use crate::mapping::{Atomics, Mapping};
 use crate::sync::acquire_u32;
@@ -114,12 +116,17 @@ pub struct DemandFile {
 
 impl DemandFile {
     pub fn open(dir: &Path, camera: &CameraId) -> Result<Arc<DemandFile>, Error> {
+        DemandFile::open_feed(dir, camera, Feed::Camera)
+    }
+
+    /// The demand file of one of a camera's feeds.
+    pub fn open_feed(dir: &Path, camera: &CameraId, feed: Feed) -> Result<Arc<DemandFile>, Error> {
         ensure_ring_dir(dir)?;
-        let path = demand_path(dir, camera);
+        let path = feed_demand_path(dir, camera, feed);
         let mapped = map_file(&path)?;
         Ok(Arc::new(DemandFile {
             path,
-            ring: ring_path(dir, camera),
+            ring: feed_ring_path(dir, camera, feed),
             current: RwLock::new(Arc::new(mapped)),
             path_checked: AtomicU64::new(SystemClock.mono().0),
         }))

@@ -1,5 +1,7 @@
 //! The ring directory convention shared by capture and server: one `<camera>.ring` (and its
-//! `<camera>.demand`) per camera in one directory.
+//! `<camera>.demand`) per camera in one directory, and for an H.264 camera also
+//! `<camera>.jpeg.ring` and `<camera>.jpeg.demand`, its JPEG copy ([`Feed::JpegCopy`]). A dot
+//! is not allowed in camera names, so no camera's files can be taken for another's copy.
 
 use std::fs::{self, DirBuilder, File};
 use std::io;
@@ -15,12 +17,39 @@ pub const DEFAULT_RING_DIR: &str = "/dev/shm/ringcast";
 pub const RING_EXTENSION: &str = "ring";
 pub const DEMAND_EXTENSION: &str = "demand";
 
+/// Which of a camera's rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Feed {
+    /// The camera's frames as its capture publishes them (JPEG or H.264).
+    Camera,
+    /// JPEG frames decoded from an H.264 camera, made by its capture only while someone watches
+    /// a route that sends JPEG (`/stream`, `/snapshot`, the older WebSocket route).
+    JpegCopy,
+}
+
+impl Feed {
+    fn infix(self) -> &'static str {
+        match self {
+            Feed::Camera => "",
+            Feed::JpegCopy => ".jpeg",
+        }
+    }
+}
+
 pub fn ring_path(dir: &Path, camera: &CameraId) -> PathBuf {
-    dir.join(format!("{camera}.{RING_EXTENSION}"))
+    feed_ring_path(dir, camera, Feed::Camera)
 }
 
 pub fn demand_path(dir: &Path, camera: &CameraId) -> PathBuf {
-    dir.join(format!("{camera}.{DEMAND_EXTENSION}"))
+    feed_demand_path(dir, camera, Feed::Camera)
+}
+
+pub fn feed_ring_path(dir: &Path, camera: &CameraId, feed: Feed) -> PathBuf {
+    dir.join(format!("{camera}{}.{RING_EXTENSION}", feed.infix()))
+}
+
+pub fn feed_demand_path(dir: &Path, camera: &CameraId, feed: Feed) -> PathBuf {
+    dir.join(format!("{camera}{}.{DEMAND_EXTENSION}", feed.infix()))
 }
 
 /// Creates the ring directory if needed, and checks that it can be trusted: see

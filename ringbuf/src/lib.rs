@@ -60,8 +60,8 @@ pub use types::{CameraId, Clock, Codec, FrameKind, FrameNo, MonoNanos, SystemClo
 
 #[cfg(not(loom))]
 pub use dir::{
-    check_ring_dir, demand_path, ensure_ring_dir, ring_path, scan_ring_dir, DEFAULT_RING_DIR,
-    DEMAND_EXTENSION, RING_EXTENSION,
+    check_ring_dir, demand_path, ensure_ring_dir, feed_demand_path, feed_ring_path, ring_path,
+    scan_ring_dir, Feed, DEFAULT_RING_DIR, DEMAND_EXTENSION, RING_EXTENSION,
 };
 #[cfg(not(loom))]
 pub use mapped::{RingGeometry, MAX_SLOTS, MAX_SLOT_SIZE, MIN_SLOTS};

@@ -11,7 +11,8 @@ use std::time::Duration;
 use nix::fcntl::{Flock, FlockArg};
 
 use crate::dir::{
-    check_room, demand_path, ensure_ring_dir, open_regular, reserve_space, ring_path, Access,
+    check_room, demand_path, ensure_ring_dir, feed_ring_path, open_regular, reserve_space,
+    ring_path, Access, Feed,
 };
 use crate::futex;
 use crate::h264;
@@ -155,9 +156,29 @@ impl RingWriter {
         codec: Codec,
     ) -> Result<RingWriter, Error> {
         let layout = Layout::new(geometry, codec)?;
+        RingWriter::create_local(dir, camera, layout, Feed::Camera)
+    }
+
+    /// The writer of an H.264 camera's JPEG copy ([`Feed::JpegCopy`]): a JPEG ring beside the
+    /// camera's, which a capture fills while someone watches a route that sends JPEG.
+    pub fn create_jpeg_copy(
+        dir: &Path,
+        camera: &CameraId,
+        geometry: RingGeometry,
+    ) -> Result<RingWriter, Error> {
+        let layout = Layout::new(geometry, Codec::Jpeg)?;
+        RingWriter::create_local(dir, camera, layout, Feed::JpegCopy)
+    }
+
+    fn create_local(
+        dir: &Path,
+        camera: &CameraId,
+        layout: Layout,
+        feed: Feed,
+    ) -> Result<RingWriter, Error> {
         let started = SystemClock.mono();
         loop {
-            match RingWriter::create_as(dir, camera, layout, WriterKind::Local) {
+            match RingWriter::create_as(dir, camera, layout, WriterKind::Local, feed) {
                 Err(Error::HeldByIngest { .. })
                     if SystemClock.mono().since(started) < INGEST_YIELD_WAIT =>
                 {
@@ -177,7 +198,7 @@ impl RingWriter {
         geometry: RingGeometry,
     ) -> Result<RingWriter, Error> {
         let layout = Layout::new(geometry, Codec::Jpeg)?;
-        RingWriter::create_as(dir, camera, layout, WriterKind::Ingest)
+        RingWriter::create_as(dir, camera, layout, WriterKind::Ingest, Feed::Camera)
     }
 
     fn create_as(
@@ -185,9 +206,10 @@ impl RingWriter {
         camera: &CameraId,
         layout: Layout,
         kind: WriterKind,
+        feed: Feed,
     ) -> Result<RingWriter, Error> {
         ensure_ring_dir(dir)?;
-        let path = ring_path(dir, camera);
+        let path = feed_ring_path(dir, camera, feed);
         let claim = Claim { camera, kind };
         for _ in 0..CREATE_ATTEMPTS {
             let opened = open_regular(&path, Access::ReadWrite);

@@ -18,8 +18,8 @@ use monoio::io::AsyncReadRent;
 use ringbuf::demand::{DemandCell, DemandFile};
 use ringbuf::frame::{access_unit_header, FrameTiming, AU_HEADER_LEN};
 use ringbuf::{
-    scan_ring_dir, CameraId, Clock, Codec, FrameKind, FrameNo, MonoNanos, RingReader, RingWatcher,
-    SystemClock, WallNanos, WriterKind, WriterStatus,
+    feed_ring_path, scan_ring_dir, CameraId, Clock, Codec, Feed, FrameKind, FrameNo, MonoNanos,
+    RingReader, RingWatcher, SystemClock, WallNanos, WriterKind, WriterStatus,
 };
 
 use crate::websocket::{binary_header, text_frame};
@@ -203,6 +203,8 @@ pub fn bump(counter: &Cell<u64>, by: u64) {
 /// A camera as one worker sees it.
 pub struct Camera {
     pub id: CameraId,
+    /// The camera's own ring, or the JPEG copy of an H.264 camera.
+    feed: Feed,
     latest: RefCell<Option<Rc<Frame>>>,
     /// H.264: the frames since the last keyframe, that keyframe first (empty for JPEG, and
     /// until the first keyframe).
@@ -245,6 +247,13 @@ pub struct Follower {
     registered_in: Cell<u64>,
 }
 
+impl Follower {
+    /// Counts `frame` as taken: the next frame is a newer one.
+    pub fn saw(&self, frame: &Frame) {
+        self.seen.set(frame.seq);
+    }
+}
+
 impl Camera {
     /// Whether a remote camera writes this one, through ingest.
     pub fn is_ingest(&self) -> bool {
@@ -252,8 +261,13 @@ impl Camera {
     }
 
     fn new(id: CameraId) -> Camera {
+        Camera::of_feed(id, Feed::Camera)
+    }
+
+    fn of_feed(id: CameraId, feed: Feed) -> Camera {
         Camera {
             id,
+            feed,
             latest: RefCell::new(None),
             gop: RefCell::new(Vec::new()),
             decoder_config: RefCell::new(None),
@@ -468,6 +482,8 @@ pub struct Hub {
     offline_after: Duration,
     forget_after: Duration,
     cameras: RefCell<BTreeMap<CameraId, Rc<Camera>>>,
+    /// The JPEG copies of H.264 cameras that routes sending JPEG have asked for.
+    jpeg_copies: RefCell<BTreeMap<CameraId, Rc<Camera>>>,
     /// One waiting thread for every ring this worker follows (DESIGN.md: one thread per process,
     /// the ring waiter being the allowed exception).
     watcher: RingWatcher,
@@ -489,6 +505,7 @@ impl Hub {
             offline_after,
             forget_after,
             cameras: RefCell::new(BTreeMap::new()),
+            jpeg_copies: RefCell::new(BTreeMap::new()),
             watcher: RingWatcher::start(RING_TICK)?,
             unreadable: RefCell::new(HashMap::new()),
             scan_failure: RefCell::new(None),
@@ -518,6 +535,37 @@ impl Hub {
         }
         self.discover(&id);
         listed(self)
+    }
+
+    /// What routes that send JPEG serve of `camera`: the camera itself if it is a JPEG camera;
+    /// for an H.264 camera, its JPEG copy, if its capture makes one. The copy's viewers are its
+    /// demand: its capture decodes only while some watch.
+    pub fn jpeg_feed(self: &Rc<Self>, camera: &Rc<Camera>) -> Option<Rc<Camera>> {
+        if camera.codec() == Codec::Jpeg {
+            return Some(Rc::clone(camera));
+        }
+        let following = |hub: &Hub| {
+            hub.jpeg_copies
+                .borrow()
+                .get(&camera.id)
+                .filter(|c| c.following.get())
+                .cloned()
+        };
+        if let Some(copy) = following(self) {
+            return Some(copy);
+        }
+        let path = feed_ring_path(&self.ring_dir, &camera.id, Feed::JpegCopy);
+        if !path.exists() {
+            return None;
+        }
+        let copy = Rc::clone(
+            self.jpeg_copies
+                .borrow_mut()
+                .entry(camera.id.clone())
+                .or_insert_with(|| Rc::new(Camera::of_feed(camera.id.clone(), Feed::JpegCopy))),
+        );
+        self.start_following(&copy, &path);
+        following(self)
     }
 
     /// Every listed camera (its ring opened and followed), by name.
@@ -566,9 +614,9 @@ impl Hub {
                 self.start_following(&camera, &path);
             }
         }
-        self.cameras
-            .borrow_mut()
-            .retain(|_, c| c.following.get() || c.viewers() > 0);
+        let keep = |_: &CameraId, c: &mut Rc<Camera>| c.following.get() || c.viewers() > 0;
+        self.cameras.borrow_mut().retain(keep);
+        self.jpeg_copies.borrow_mut().retain(keep);
     }
 
     /// Makes a camera known before its ring scan (an ingest camera that just created its ring).
@@ -602,7 +650,7 @@ impl Hub {
             }
         };
         if camera.demand.borrow().is_none() {
-            *camera.demand.borrow_mut() = claim_demand(&self.ring_dir, &camera.id);
+            *camera.demand.borrow_mut() = claim_demand(&self.ring_dir, &camera.id, camera.feed);
             camera.report_demand();
         }
         camera.following.set(true);
@@ -646,8 +694,8 @@ fn watch(
     })
 }
 
-fn claim_demand(dir: &Path, id: &CameraId) -> Option<(Arc<DemandFile>, DemandCell)> {
-    let claimed = DemandFile::open(dir, id)
+fn claim_demand(dir: &Path, id: &CameraId, feed: Feed) -> Option<(Arc<DemandFile>, DemandCell)> {
+    let claimed = DemandFile::open_feed(dir, id, feed)
         .and_then(|file: Arc<DemandFile>| file.claim_cell().map(|cell| (file, cell)));
     match claimed {
         Ok(claimed) => Some(claimed),

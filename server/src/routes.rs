@@ -5,10 +5,10 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
 use monoio::net::TcpStream;
-use ringbuf::{CameraId, Codec};
+use ringbuf::CameraId;
 
 use crate::http::{self, error_response, response, HeadError, Request, Status};
-use crate::hub::{bump, Camera, MJPEG_BOUNDARY};
+use crate::hub::{bump, Camera, CameraState, Follower, Frame, MJPEG_BOUNDARY};
 use crate::viewer::{self, PartHeads, Protocol, StreamSettings};
 use crate::worker::{Gauged, StreamingGuard, Worker};
 use crate::{ingest, metrics, web, websocket};
@@ -295,8 +295,9 @@ enum Wants {
     Jpeg,
 }
 
-/// The camera `cam`, if there is one and it can give what the route sends; else answers the
-/// request with why not.
+/// What route `cam` names: the camera, or for a route that sends JPEG, its JPEG feed (for an
+/// H.264 camera, the JPEG copy its capture makes while someone watches). If there is none,
+/// answers the request with why not.
 async fn camera_for(
     worker: &Worker,
     stream: TcpStream,
@@ -307,22 +308,27 @@ async fn camera_for(
         unknown_camera(worker, stream, cam).await;
         return None;
     };
-    if wants == Wants::Jpeg && camera.codec() != Codec::Jpeg {
-        let reason = format!(
-            "camera {cam} sends {}, not JPEG: watch it on /ws/{cam}",
-            camera.codec()
-        );
-        refuse(worker, stream, Status::NotAcceptable, &reason).await;
-        return None;
+    if wants == Wants::AnyCodec {
+        return Some((camera, stream));
     }
-    Some((camera, stream))
+    match worker.hub.jpeg_feed(&camera) {
+        Some(feed) => Some((feed, stream)),
+        None => {
+            let reason = format!(
+                "camera {cam} sends {}, and its capture makes no JPEG copy: watch it on /ws/{cam}",
+                camera.codec()
+            );
+            refuse(worker, stream, Status::NotAcceptable, &reason).await;
+            None
+        }
+    }
 }
 
 async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
     let Some((camera, stream)) = camera_for(&worker, stream, cam, Wants::Jpeg).await else {
         return;
     };
-    match camera.latest() {
+    match current_frame(&camera).await {
         Some(frame) => reply(stream, "image/jpeg", &frame.payload).await,
         None => {
             refuse(
@@ -333,6 +339,32 @@ async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
             )
             .await
         }
+    }
+}
+
+/// How long a snapshot waits for a camera that is idle (an on-demand camera, the JPEG copy of an
+/// H.264 camera) to send a frame: it starts when asked, which takes a camera a moment.
+const SNAPSHOT_WAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The camera's newest frame, if it is streaming (or gone: its last); an idle camera, or one
+/// that has not sent a frame yet, is asked for one (the request counts as a viewer meanwhile)
+/// and its first new frame is taken, or if none comes in time, the last it had.
+async fn current_frame(camera: &Camera) -> Option<Rc<Frame>> {
+    let latest = camera.latest();
+    let streaming = camera.state() == CameraState::Online && latest.is_some();
+    let gone = matches!(camera.state(), CameraState::Offline | CameraState::Removed);
+    if streaming || gone {
+        return latest;
+    }
+    let _watching = camera.count_viewer();
+    let follower = Follower::default();
+    if let Some(frame) = &latest {
+        follower.saw(frame);
+    }
+    let next = std::future::poll_fn(|cx| camera.poll_frame(&follower, cx));
+    match monoio::time::timeout(SNAPSHOT_WAKE_WAIT, next).await {
+        Ok(frame) => Some(frame),
+        Err(_) => latest,
     }
 }
 

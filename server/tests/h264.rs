@@ -4,8 +4,8 @@
 
 mod common;
 use common::h264::{
-    access_units, decode_with_ffmpeg, next_message, AccessUnit, H264Feeder, Message, GOP, HEIGHT,
-    WIDTH,
+    access_units, decode_with_ffmpeg, next_message, AccessUnit, H264Feeder, JpegCopyFeeder,
+    Message, GOP, HEIGHT, WIDTH,
 };
 use common::*;
 use ringbuf::FrameKind;
@@ -83,6 +83,54 @@ fn api_cameras_says_the_codec_its_string_and_the_bitrate() {
         server.camera_field("cam1", "codec_string").unwrap(),
         config["codec"]
     );
+}
+
+#[test]
+fn jpeg_routes_serve_the_jpeg_copy_of_an_h264_camera_and_only_while_watched() {
+    let dir = temp_ring_dir();
+    let _feeder = H264Feeder::start(dir.path(), "cam1", 30);
+    let _copier = JpegCopyFeeder::start(dir.path(), "cam1", 10);
+    let server = Server::start(dir.path(), 2, &[]);
+    wait_camera_listed(&server, "cam1");
+    let copy_demand = || {
+        let camera = ringbuf::CameraId::new("cam1").unwrap();
+        ringbuf::demand::DemandFile::open_feed(dir.path(), &camera, ringbuf::Feed::JpegCopy)
+            .unwrap()
+            .viewers(ringbuf::demand::DEFAULT_CELL_EXPIRY)
+    };
+    assert_eq!(copy_demand(), 0, "nobody watches a JPEG route yet");
+
+    // A snapshot wakes the idle copy and gets a fresh JPEG.
+    let snapshot = http_get(server.port, "/snapshot/cam1.jpg").expect("an answer");
+    assert_eq!(
+        snapshot.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&snapshot.body)
+    );
+    ringbuf::frame::check_jpeg(&snapshot.body).expect("a JPEG");
+
+    // The MJPEG stream and the older WebSocket route carry the copy's frames.
+    let mut mjpeg = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i", &server.url("/stream/cam1.mjpg")])
+        .args(["-frames:v", "5", "-f", "null", "-"])
+        .spawn()
+        .expect("run ffmpeg");
+    let mut legacy = ws_connect(server.port, "/websocket_handler_site/cam1");
+    let jpeg = next_binary(&mut legacy);
+    ringbuf::frame::check_jpeg(&jpeg).expect("a JPEG on the older route");
+    assert!(ringbuf::frame::read_timing(&jpeg).is_some());
+    wait_for("the copy's viewers in its demand file", || {
+        (copy_demand() >= 1).then_some(())
+    });
+    assert!(
+        mjpeg.wait().expect("ffmpeg").success(),
+        "ffmpeg read 5 frames"
+    );
+    drop(legacy);
+    wait_for("no demand once nobody watches", || {
+        (copy_demand() == 0).then_some(())
+    });
 }
 
 #[test]

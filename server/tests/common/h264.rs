@@ -1,5 +1,6 @@
 //! H.264 cameras for the server's tests: a stream made by ffmpeg's x264, cut into access units,
-//! published in a loop into an H.264 ring; and a reader of what `/ws/{cam}` sends for them.
+//! published in a loop into an H.264 ring; a JPEG copy made while watched, as a capture makes
+//! it; and a reader of what `/ws/{cam}` sends for them.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,11 +9,12 @@ use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use ringbuf::frame::{read_access_unit_header, AU_HEADER_LEN};
+use ringbuf::demand::{DemandFile, DEFAULT_CELL_EXPIRY};
+use ringbuf::frame::{insert_timing, read_access_unit_header, FrameTiming, AU_HEADER_LEN};
 use ringbuf::h264::{is_keyframe, nal_type, NAL_ACCESS_UNIT_DELIMITER};
 use ringbuf::{
-    CameraId, Clock, Codec, FrameKind, FrameNo, RingGeometry, RingWriter, SystemClock, VideoFormat,
-    WallNanos,
+    CameraId, Clock, Codec, Feed, FrameKind, FrameNo, RingGeometry, RingWriter, SystemClock,
+    VideoFormat, WallNanos,
 };
 
 use super::Ws;
@@ -175,4 +177,54 @@ pub fn decode_with_ffmpeg(stream: &[u8], dir: &Path) -> usize {
         .trim()
         .parse()
         .expect("a frame count")
+}
+
+/// Plays a capture's part for the JPEG copy of an H.264 camera: idle while nobody watches the
+/// copy (its demand file says so), publishing JPEGs at `fps` while someone does.
+pub struct JpegCopyFeeder {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl JpegCopyFeeder {
+    pub fn start(ring_dir: &Path, cam: &str, fps: u32) -> JpegCopyFeeder {
+        let camera = CameraId::new(cam).expect("camera name");
+        let mut writer = RingWriter::create_jpeg_copy(ring_dir, &camera, RingGeometry::default())
+            .expect("create the JPEG copy's ring");
+        writer.set_idle(true).expect("idle");
+        let demand = DemandFile::open_feed(ring_dir, &camera, Feed::JpegCopy).expect("demand file");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let interval = Duration::from_secs(1) / fps;
+        let thread = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            while !stopping.load(Ordering::Relaxed) {
+                if demand.viewers(DEFAULT_CELL_EXPIRY) == 0 {
+                    writer.set_idle(true).expect("idle");
+                } else {
+                    let capture = SystemClock.wall();
+                    let timing = FrameTiming {
+                        frame_no: writer.next_frame_no(),
+                        capture,
+                    };
+                    insert_timing(super::base_jpeg(), timing, &mut out).expect("timing");
+                    writer.publish(&out, capture).expect("publish");
+                }
+                std::thread::sleep(interval);
+            }
+        });
+        JpegCopyFeeder {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for JpegCopyFeeder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
