@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
-use ringbuf::CameraId;
+use ringbuf::{CameraId, Codec};
+
+use crate::CaptureError;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -32,6 +34,19 @@ pub struct Args {
     /// Frames per second (test pattern default 30; cameras: asked of the device).
     #[arg(long, env = "RINGCAST_FPS", value_parser = clap::value_parser!(u32).range(1..=240))]
     pub fps: Option<u32>,
+
+    /// What goes into the ring: mjpeg (JPEG frames) or h264 (H.264 access units, from --source
+    /// test, encoded here, or from --source stdin, an Annex B stream passed through).
+    #[arg(long, env = "RINGCAST_CODEC", default_value = "mjpeg")]
+    pub codec: Codec,
+
+    /// Bitrate of the H.264 test pattern in kbit/s [default: 2000].
+    #[arg(long, env = "RINGCAST_BITRATE", value_parser = clap::value_parser!(u32).range(50..=100_000))]
+    pub bitrate: Option<u32>,
+
+    /// Frames from one keyframe to the next in the H.264 test pattern [default: 30].
+    #[arg(long, env = "RINGCAST_GOP", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub gop: Option<u32>,
 
     /// JPEG quality for frames this process encodes, 1 to 100.
     #[arg(long, env = "RINGCAST_QUALITY", default_value_t = 80, value_parser = clap::value_parser!(u8).range(1..=100))]
@@ -94,6 +109,43 @@ pub struct Args {
     pub list_devices: bool,
 }
 
+impl Args {
+    /// Refuses, before anything starts, flags that cannot go with `--codec` or its source.
+    pub fn check_codec_flags(&self) -> Result<(), CaptureError> {
+        if !self.source.can_deliver(self.codec) {
+            return Err(CaptureError::CodecUnavailable {
+                kind: self.source.kind(),
+                codec: self.codec,
+            });
+        }
+        if self.codec == Codec::H264 {
+            let jpeg_only = [
+                ("--timestamp", self.timestamp),
+                ("--rotate", self.rotate.is_some()),
+                ("--flip", self.flip.is_some()),
+                ("--drop-same-frames", self.drop_same_frames > 0),
+                ("--push", self.push.is_some()),
+            ];
+            if let Some(&(flag, _)) = jpeg_only.iter().find(|(_, given)| *given) {
+                return Err(CaptureError::JpegOnlyFlag { flag });
+            }
+        }
+        if !self.encodes_h264() {
+            let encoder_flags = [("--bitrate", self.bitrate), ("--gop", self.gop)];
+            if let Some(&(flag, _)) = encoder_flags.iter().find(|(_, value)| value.is_some()) {
+                return Err(CaptureError::EncoderFlagUnused { flag });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether capture encodes H.264 itself (the test pattern), where `--bitrate` and `--gop`
+    /// apply.
+    fn encodes_h264(&self) -> bool {
+        self.codec == Codec::H264 && self.source == SourceSpec::TestPattern
+    }
+}
+
 fn parse_camera(s: &str) -> Result<CameraId, String> {
     CameraId::new(s).map_err(|e| e.to_string())
 }
@@ -126,6 +178,26 @@ impl SourceSpec {
     /// not apply to them.
     pub fn passes_frames_through(&self) -> bool {
         matches!(self, SourceSpec::Http(_) | SourceSpec::Stdin)
+    }
+
+    /// Whether this source can produce frames of `codec`.
+    pub fn can_deliver(&self, codec: Codec) -> bool {
+        match codec {
+            Codec::Jpeg => true,
+            Codec::H264 => matches!(self, SourceSpec::TestPattern | SourceSpec::Stdin),
+        }
+    }
+
+    /// The kind of source, as the `--source` value begins (for messages: URLs may hold
+    /// credentials).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::TestPattern => "test",
+            SourceSpec::V4l2(_) => "v4l2",
+            SourceSpec::Http(_) => "http",
+            SourceSpec::Stdin => "stdin",
+            SourceSpec::Ffmpeg(_) => "rtsp/rtmp",
+        }
     }
 }
 
@@ -300,6 +372,63 @@ mod tests {
         for bad in ["1280", "x720", "axb", "0x0", "99999x10", "-1x5"] {
             assert!(bad.parse::<Size>().is_err(), "{bad} accepted");
         }
+    }
+
+    fn parse(args: &[&str]) -> Args {
+        let mut all = vec!["ringcast-capture", "--camera", "cam1"];
+        all.extend_from_slice(args);
+        Args::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn h264_comes_from_the_test_pattern_or_stdin() {
+        assert!(parse(&["--codec", "h264"]).check_codec_flags().is_ok());
+        assert!(parse(&["--codec", "h264", "--source", "stdin"])
+            .check_codec_flags()
+            .is_ok());
+        let refused = parse(&["--codec", "h264", "--source", "rtsp://u:secret@cam/1"])
+            .check_codec_flags()
+            .unwrap_err()
+            .to_string();
+        assert!(refused.starts_with("--source rtsp/rtmp cannot deliver --codec h264"));
+        assert!(!refused.contains("secret"));
+        assert_eq!(parse(&[]).codec, Codec::Jpeg);
+    }
+
+    #[test]
+    fn jpeg_only_flags_are_refused_with_h264_by_name() {
+        for (flag, value) in [
+            ("--timestamp", None),
+            ("--rotate", Some("90")),
+            ("--flip", Some("h")),
+            ("--drop-same-frames", Some("3")),
+            ("--push", Some("ws://server/ingest/cam1")),
+        ] {
+            let mut args = vec!["--codec", "h264", flag];
+            args.extend(value);
+            let refused = parse(&args).check_codec_flags().unwrap_err().to_string();
+            assert!(
+                refused.starts_with(&format!("{flag} works on JPEG")),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn encoder_flags_need_our_encoder() {
+        assert!(
+            parse(&["--codec", "h264", "--bitrate", "500", "--gop", "10"])
+                .check_codec_flags()
+                .is_ok()
+        );
+        for args in [
+            &["--bitrate", "500"][..],
+            &["--codec", "h264", "--source", "stdin", "--gop", "10"],
+        ] {
+            let refused = parse(args).check_codec_flags().unwrap_err().to_string();
+            assert!(refused.contains("capture's own H.264 encoder"), "{refused}");
+        }
+        assert!(Args::try_parse_from(["ringcast-capture", "--gop", "0"]).is_err());
     }
 
     #[test]

@@ -37,6 +37,20 @@ pub enum CaptureError {
 
     #[error("JPEG library: {0}")]
     Jpeg(#[from] turbojpeg::Error),
+
+    #[error("{flag} works on JPEG frames only; leave it out with --codec h264")]
+    JpegOnlyFlag { flag: &'static str },
+
+    #[error("{flag} sets capture's own H.264 encoder, which only --source test --codec h264 uses")]
+    EncoderFlagUnused { flag: &'static str },
+
+    #[error(
+        "--source {kind} cannot deliver --codec {codec}: H.264 comes from --source test or stdin"
+    )]
+    CodecUnavailable {
+        kind: &'static str,
+        codec: ringbuf::Codec,
+    },
 }
 
 /// Errors of a running source. The supervisor logs them and retries with backoff, except
@@ -61,6 +75,15 @@ pub enum SourceError {
 
     #[error("JPEG encoding: {0}")]
     Jpeg(#[from] turbojpeg::Error),
+
+    #[error("H.264 encoding: {0}")]
+    H264(#[from] openh264::Error),
+
+    #[error("the H.264 encoder cannot take {size} pictures: {reason}")]
+    UnsupportedSize {
+        size: crate::cli::Size,
+        reason: &'static str,
+    },
 }
 
 impl SourceError {

@@ -9,6 +9,9 @@
 
 use memchr::memchr;
 
+pub use crate::split::Split;
+use crate::split::Splitter;
+
 /// Room above `--max-frame-bytes` for what the pipeline may legitimately shrink away (fill
 /// bytes, a larger APP segment); a frame past the limit plus this is cut off unread.
 const LIMIT_SLACK: usize = 64 << 10;
@@ -21,15 +24,6 @@ enum State {
     Segments,
     /// Inside entropy-coded data after SOS.
     Entropy,
-}
-
-/// What [`JpegSplitter::next_frame`] found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Split {
-    Frame(Vec<u8>),
-    /// A frame that broke off (truncated, or another SOI in the middle); its bytes, for the
-    /// caller to count and drop.
-    Broken(Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -195,6 +189,16 @@ impl JpegSplitter {
         self.pos = end;
         self.state = State::Searching;
         frame
+    }
+}
+
+impl Splitter for JpegSplitter {
+    fn push(&mut self, data: &[u8]) {
+        JpegSplitter::push(self, data);
+    }
+
+    fn next_frame(&mut self) -> Option<Split> {
+        JpegSplitter::next_frame(self)
     }
 }
 

@@ -1,10 +1,12 @@
-//! What happens to every frame between source and sink: structural check, `--drop-same-frames`,
-//! rotate/flip, timestamp, and the COM timing segment with the number the sink will give it.
+//! What happens to every frame between source and sink. A JPEG gets a structural check,
+//! `--drop-same-frames`, rotate/flip, timestamp, and the COM timing segment with the number the
+//! sink will give it; an H.264 access unit goes through [`H264Pipeline`].
 
 use ringbuf::frame::{check_jpeg, insert_timing, FrameTiming};
-use ringbuf::FrameNo;
+use ringbuf::{Codec, FrameKind, FrameNo};
 
 use crate::cli::{Flip, Rotation, Size};
+use crate::h264::pipeline::H264Pipeline;
 use crate::source::wall_clock_text;
 use crate::source::Captured;
 use crate::transform::{combined_op, Orienter, Stamper};
@@ -19,22 +21,64 @@ pub struct PipelineOptions {
     pub drop_same_frames: u32,
 }
 
+/// The picture a frame holds, as the frame itself says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Picture {
+    pub width: u32,
+    pub height: u32,
+    /// The frame rate the stream states, in thousandths (H.264 timing information).
+    pub fps_milli: Option<u32>,
+}
+
 /// What became of one frame.
 #[derive(Debug)]
 pub enum Processed<'a> {
-    /// Publish these bytes (timing segment included); the picture is `width`×`height`.
+    /// Publish these bytes (a JPEG with its timing segment, or an access unit).
     Publish {
-        jpeg: &'a [u8],
-        width: u32,
-        height: u32,
+        frame: &'a [u8],
+        kind: FrameKind,
+        picture: Picture,
     },
     /// Same as the previous frame; skipped (`--drop-same-frames`).
     Unchanged,
-    /// Not a usable JPEG; dropped.
+    /// An H.264 access unit that needs frames before it, and no keyframe has been published
+    /// since the stream (re)started; dropped.
+    BeforeKeyframe,
+    /// Not a usable frame; dropped.
     Corrupt(String),
 }
 
-pub struct Pipeline {
+pub enum Pipeline {
+    Jpeg(JpegPipeline),
+    H264(H264Pipeline),
+}
+
+impl Pipeline {
+    pub fn new(codec: Codec, options: &PipelineOptions) -> Result<Pipeline, turbojpeg::Error> {
+        Ok(match codec {
+            Codec::Jpeg => Pipeline::Jpeg(JpegPipeline::new(options)?),
+            Codec::H264 => Pipeline::H264(H264Pipeline::default()),
+        })
+    }
+
+    /// `frame_no` is the number the sink will give the frame, for JPEG's timing segment.
+    pub fn process<'a>(&'a mut self, frame: &'a Captured, frame_no: FrameNo) -> Processed<'a> {
+        match self {
+            Pipeline::Jpeg(jpeg) => jpeg.process(frame, frame_no),
+            Pipeline::H264(h264) => h264.process(&frame.data),
+        }
+    }
+
+    /// The source starts over (capture resumed, or the source reconnected): an H.264 stream
+    /// must be published from a keyframe again.
+    pub fn restart(&mut self) {
+        if let Pipeline::H264(h264) = self {
+            h264.restart();
+        }
+    }
+}
+
+pub struct JpegPipeline {
     drop_same: Option<DropSame>,
     orienter: Option<Orienter>,
     stamper: Option<Stamper>,
@@ -43,8 +87,8 @@ pub struct Pipeline {
     out: Vec<u8>,
 }
 
-impl Pipeline {
-    pub fn new(options: &PipelineOptions) -> Result<Pipeline, turbojpeg::Error> {
+impl JpegPipeline {
+    pub fn new(options: &PipelineOptions) -> Result<JpegPipeline, turbojpeg::Error> {
         let op = combined_op(options.rotate, options.flip);
         let orienter = if op == turbojpeg::TransformOp::None {
             None
@@ -56,7 +100,7 @@ impl Pipeline {
         } else {
             None
         };
-        Ok(Pipeline {
+        Ok(JpegPipeline {
             drop_same: (options.drop_same_frames > 0)
                 .then(|| DropSame::new(options.drop_same_frames)),
             orienter,
@@ -67,15 +111,15 @@ impl Pipeline {
     }
 
     pub fn process(&mut self, frame: &Captured, frame_no: FrameNo) -> Processed<'_> {
-        if let Err(e) = check_jpeg(&frame.jpeg) {
+        if let Err(e) = check_jpeg(&frame.data) {
             return Processed::Corrupt(e.to_string());
         }
         if let Some(drop_same) = &mut self.drop_same {
-            if drop_same.is_repeat(&frame.jpeg) {
+            if drop_same.is_repeat(&frame.data) {
                 return Processed::Unchanged;
             }
         }
-        let header = match self.headers.read_header(&frame.jpeg) {
+        let header = match self.headers.read_header(&frame.data) {
             Ok(header) => header,
             Err(e) => return Processed::Corrupt(format!("unreadable JPEG header: {e}")),
         };
@@ -89,7 +133,7 @@ impl Pipeline {
             ));
         }
         let oriented;
-        let mut jpeg: &[u8] = &frame.jpeg;
+        let mut jpeg: &[u8] = &frame.data;
         if let Some(orienter) = &mut self.orienter {
             match orienter.apply(jpeg) {
                 Ok(out) => oriented = out,
@@ -116,9 +160,13 @@ impl Pipeline {
             return Processed::Corrupt(e.to_string());
         }
         Processed::Publish {
-            jpeg: &self.out,
-            width: width as u32,
-            height: height as u32,
+            frame: &self.out,
+            kind: FrameKind::Key,
+            picture: Picture {
+                width: width as u32,
+                height: height as u32,
+                fps_milli: None,
+            },
         }
     }
 }
@@ -181,9 +229,9 @@ mod tests {
             flip: None,
             drop_same_frames: 0,
         };
-        let mut pipeline = Pipeline::new(&options).unwrap();
+        let mut pipeline = Pipeline::new(Codec::Jpeg, &options).unwrap();
         let frame = Captured {
-            jpeg: b"\xff\xd8 not really a jpeg \xff\xd9".to_vec(),
+            data: b"\xff\xd8 not really a jpeg \xff\xd9".to_vec(),
             capture: ringbuf::WallNanos(1),
         };
         assert!(matches!(

@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use ringbuf::{FrameNo, VideoFormat, WallNanos, WriterState};
+use ringbuf::{FrameKind, FrameNo, VideoFormat, WallNanos, WriterState};
 use tracing::{info, warn};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::HandshakeError;
@@ -151,10 +151,11 @@ impl Sink for PushSink {
         self.next
     }
 
-    fn publish(&mut self, jpeg: &[u8], _capture: WallNanos) {
+    // Every pushed frame is a JPEG, so a keyframe (`--codec h264` refuses `--push`).
+    fn publish(&mut self, jpeg: &[u8], _capture: WallNanos, _kind: FrameKind) -> bool {
         self.next = self.next.next();
         if !self.slot.connected.load(Relaxed) {
-            return;
+            return false;
         }
         let mut slot = self.slot.lock();
         if slot.replace(jpeg.to_vec()).is_some() {
@@ -162,6 +163,7 @@ impl Sink for PushSink {
         }
         drop(slot);
         self.slot.filled.notify_one();
+        true
     }
 
     // The server that receives the frames keeps the ring and its heartbeat; an idle pusher
@@ -427,7 +429,7 @@ mod tests {
             sender: None,
         };
         for frame in [b"a", b"b", b"c"] {
-            sink.publish(frame, WallNanos(0));
+            assert!(sink.publish(frame, WallNanos(0), FrameKind::Key));
         }
         assert_eq!(slot.take(Duration::ZERO), Some(b"c".to_vec()));
         assert_eq!(stats.push_dropped.load(Relaxed), 2);
@@ -435,7 +437,7 @@ mod tests {
 
         // While disconnected nothing is kept, so nothing stale is sent after a reconnect.
         slot.connected.store(false, Relaxed);
-        sink.publish(b"d", WallNanos(0));
+        assert!(!sink.publish(b"d", WallNanos(0), FrameKind::Key));
         assert_eq!(slot.take(Duration::ZERO), None);
     }
 }

@@ -6,7 +6,7 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringbuf::{CameraId, RingGeometry, RingWriter, VideoFormat, WriterState};
+use ringbuf::{CameraId, Codec, RingGeometry, RingWriter, VideoFormat, WriterState};
 use tracing::{info, warn};
 
 use crate::cli::Args;
@@ -15,8 +15,8 @@ use crate::notify::{Condition, ServiceManager};
 use crate::pipeline::{Pipeline, PipelineOptions, Processed};
 use crate::push::{PushSink, PushUrl};
 use crate::sink::{RingSink, Sink};
-use crate::source::{self, SourceOptions};
-use crate::stats::{LogLimit, Reporter, Stats};
+use crate::source::{self, Source, SourceOptions};
+use crate::stats::{kbit_per_second, LogLimit, Reporter, Snapshot, Stats};
 use crate::supervisor::{self, Control, SourceEvent};
 use crate::CaptureError;
 
@@ -40,31 +40,30 @@ pub enum Ended {
 
 /// Runs capture as the flags say until a signal or the end of the input.
 pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
+    args.check_codec_flags()?;
     let shutdown = install_signal_handlers()?;
     let stats = Arc::new(Stats::default());
     let source = source::build(&args.source, SourceOptions::from_args(args, camera.clone()));
     source.preflight()?;
     let (sink, demand) = open_sink(args, &camera, &stats)?;
-    let pipeline = Pipeline::new(&PipelineOptions {
-        camera: camera.to_string(),
-        quality: args.quality,
-        timestamp: args.timestamp,
-        rotate: args.rotate,
-        flip: args.flip,
-        drop_same_frames: args.drop_same_frames,
-    })?;
+    let pipeline = Pipeline::new(
+        args.codec,
+        &PipelineOptions {
+            camera: camera.to_string(),
+            quality: args.quality,
+            timestamp: args.timestamp,
+            rotate: args.rotate,
+            flip: args.flip,
+            drop_same_frames: args.drop_same_frames,
+        },
+    )?;
 
     info!(
         "camera {camera}: capturing from {} into {}",
         source.describe(),
         sink_description(args, &camera)
     );
-    if args.source.passes_frames_through() && (args.size.is_some() || args.fps.is_some()) {
-        warn!(
-            "--size and --fps do not apply to {}: its frames are passed on as they come",
-            source.describe()
-        );
-    }
+    warn_of_unused_picture_flags(args, source.as_ref());
     let fps_milli = source.nominal_fps().unwrap_or(0) * 1000;
     let control = Control::new();
     let (tx, rx) = sync_channel(1);
@@ -77,8 +76,10 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
 
     let mut capture = Capture {
         camera: camera.clone(),
+        codec: args.codec,
+        control: Arc::clone(&control),
         condition: Condition::Starting,
-        status_published: 0,
+        status_since: Snapshot::default(),
         sink,
         pipeline,
         stats,
@@ -87,7 +88,7 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
         corrupt_warnings: LogLimit::new(REPORT_EVERY),
     };
     let demand = if args.on_demand { demand } else { None };
-    let ended = capture.run_loop(&rx, &control, demand.as_deref(), args, &shutdown);
+    let ended = capture.run_loop(&rx, demand.as_deref(), args, &shutdown);
 
     control.stop();
     drop(rx);
@@ -99,6 +100,32 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
             capture.sink.lost().unwrap_or_default().to_owned(),
         )),
         other => Ok(other),
+    }
+}
+
+/// Passed-through frames keep the camera's size, and JPEG ones its rate too: say so rather than
+/// ignore the flags silently.
+fn warn_of_unused_picture_flags(args: &Args, source: &dyn Source) {
+    if !args.source.passes_frames_through() {
+        return;
+    }
+    let unused: Vec<&str> = [
+        ("--size", args.size.is_some()),
+        // A stream of H.264 may take its nominal rate from --fps.
+        (
+            "--fps",
+            args.fps.is_some() && source.nominal_fps().is_none(),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(flag, unused)| unused.then_some(flag))
+    .collect();
+    if !unused.is_empty() {
+        warn!(
+            "{} not applied to {}: its frames are passed on as they come",
+            unused.join(" and "),
+            source.describe()
+        );
     }
 }
 
@@ -138,7 +165,7 @@ fn open_sink(
         slot_count: args.slots,
         slot_size: args.max_frame_bytes,
     };
-    let writer = RingWriter::create(&args.ring_dir, camera, geometry)?;
+    let writer = RingWriter::create_for_codec(&args.ring_dir, camera, geometry, args.codec)?;
     let demand: Option<Arc<dyn Demand>> = if args.on_demand {
         Some(ringbuf::demand::DemandFile::open(&args.ring_dir, camera)?)
     } else {
@@ -189,9 +216,12 @@ fn drain_while_idle(frames: &Receiver<SourceEvent>, sink: &mut dyn Sink) -> Opti
 
 struct Capture {
     camera: CameraId,
+    codec: Codec,
+    /// The source thread's controls.
+    control: Arc<Control>,
     condition: Condition,
-    /// Frames published when the last status was made, for its frame rate.
-    status_published: u64,
+    /// Counters when the last status was made, for its frame rate and bitrate.
+    status_since: Snapshot,
     sink: Box<dyn Sink>,
     pipeline: Pipeline,
     stats: Arc<Stats>,
@@ -204,13 +234,12 @@ impl Capture {
     fn run_loop(
         &mut self,
         frames: &Receiver<SourceEvent>,
-        control: &Control,
         demand: Option<&dyn Demand>,
         args: &Args,
         shutdown: &AtomicBool,
     ) -> Ended {
         let mut idle_rule = IdleRule::new(args.idle_after.0, Instant::now());
-        let mut reporter = Reporter::new(Instant::now());
+        let mut reporter = Reporter::new(self.codec, Instant::now());
         let mut manager = ServiceManager::from_env(Instant::now());
         manager.ready(&self.status(Duration::ZERO));
         loop {
@@ -223,7 +252,7 @@ impl Capture {
             }
             self.sink.heartbeat();
             let idle = match demand {
-                Some(demand) => match self.follow_demand(demand, &mut idle_rule, control, frames) {
+                Some(demand) => match self.follow_demand(demand, &mut idle_rule, frames) {
                     Ok(idle) => idle,
                     Err(ended) => return ended,
                 },
@@ -241,6 +270,7 @@ impl Capture {
                     Ok(SourceEvent::Lost) => {
                         self.condition = Condition::SourceDown;
                         self.sink.set_state(WriterState::SourceDown);
+                        self.restart_at_keyframe();
                     }
                     Ok(SourceEvent::Finished) => return Ended::InputFinished,
                     Err(RecvTimeoutError::Disconnected) => return Ended::SourceLost,
@@ -264,20 +294,20 @@ impl Capture {
         &mut self,
         demand: &dyn Demand,
         idle_rule: &mut IdleRule,
-        control: &Control,
         frames: &Receiver<SourceEvent>,
     ) -> Result<bool, Ended> {
         let generation = demand.generation();
         match idle_rule.update(demand.watched(), Instant::now()) {
             Some(Transition::GoIdle) => {
                 info!("nobody is watching: idling");
-                control.pause();
+                self.control.pause();
                 self.condition = Condition::Idle;
                 self.sink.set_state(WriterState::Idle);
             }
             Some(Transition::Resume) => {
                 info!("a viewer arrived: capturing");
-                control.resume();
+                self.restart_at_keyframe();
+                self.control.resume();
                 self.condition = Condition::Starting;
                 self.sink.set_state(WriterState::Streaming);
             }
@@ -293,46 +323,76 @@ impl Capture {
         Ok(true)
     }
 
-    fn handle(&mut self, frame: &source::Captured) {
+    fn handle(&mut self, captured: &source::Captured) {
         let frame_no = self.sink.next_frame_no();
-        match self.pipeline.process(frame, frame_no) {
+        match self.pipeline.process(captured, frame_no) {
             Processed::Publish {
-                jpeg,
-                width,
-                height,
+                frame,
+                kind,
+                picture,
             } => {
                 let format = VideoFormat {
-                    width,
-                    height,
-                    fps_milli: self.fps_milli,
+                    width: picture.width,
+                    height: picture.height,
+                    // The rate the source aims for or agreed, else what the stream states.
+                    fps_milli: match self.fps_milli {
+                        0 => picture.fps_milli.unwrap_or(0),
+                        fps_milli => fps_milli,
+                    },
                 };
                 if format != self.format {
-                    info!("picture is {width}x{height}");
+                    info!("picture is {}x{}", format.width, format.height);
                     self.sink.set_video_format(format);
                     self.format = format;
                 }
-                self.sink.publish(jpeg, frame.capture);
+                let published = self.sink.publish(frame, captured.capture, kind);
                 self.condition = Condition::Streaming;
+                if !published {
+                    // Frames after one that is missing would not decode until the next keyframe.
+                    self.restart_at_keyframe();
+                }
             }
             Processed::Unchanged => {
                 self.stats.unchanged.fetch_add(1, Relaxed);
+            }
+            Processed::BeforeKeyframe => {
+                self.stats.before_keyframe.fetch_add(1, Relaxed);
             }
             Processed::Corrupt(reason) => self.count_corrupt(&format!("a corrupt frame: {reason}")),
         }
     }
 
-    /// The line `systemctl status` shows; the frame rate is over `since`.
+    /// What is published next must begin at a keyframe (the stream restarts, or a frame went
+    /// missing): the pipeline holds back what cannot be decoded, and a source that encodes is
+    /// asked for a keyframe at once rather than at the end of its group of pictures.
+    fn restart_at_keyframe(&mut self) {
+        // Every JPEG is a keyframe.
+        if self.codec == Codec::H264 {
+            self.pipeline.restart();
+            self.control.request_keyframe();
+        }
+    }
+
+    /// The line `systemctl status` shows; the frame and bit rates are over `since`.
     fn status(&mut self, since: Duration) -> String {
-        let published = self.stats.snapshot().published;
-        let frames = published - std::mem::replace(&mut self.status_published, published);
+        let now = self.stats.snapshot();
+        let last = std::mem::replace(&mut self.status_since, now);
         let camera = &self.camera;
         let condition = self.condition;
         if condition != Condition::Streaming || since.is_zero() {
             return format!("{camera}: {condition}");
         }
         let VideoFormat { width, height, .. } = self.format;
-        let fps = frames as f64 / since.as_secs_f64();
-        format!("{camera}: {condition} {width}x{height} at {fps:.1} fps")
+        let secs = since.as_secs_f64();
+        let fps = (now.published - last.published) as f64 / secs;
+        let line = format!("{camera}: {condition} {width}x{height} at {fps:.1} fps");
+        match self.codec {
+            Codec::Jpeg => line,
+            Codec::H264 => {
+                let kbit_s = kbit_per_second(now.bytes - last.bytes, secs);
+                format!("{line}, H.264 at {kbit_s:.0} kbit/s")
+            }
+        }
     }
 
     fn count_corrupt(&mut self, what: &str) {

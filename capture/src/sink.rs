@@ -1,15 +1,16 @@
 //! Where processed frames go: the local ring, or a remote server (see [`crate::push`]).
 
-use ringbuf::{FrameNo, RingWriter, VideoFormat, WallNanos, WriterState};
+use ringbuf::{FrameKind, FrameNo, RingWriter, VideoFormat, WallNanos, WriterState};
 use tracing::warn;
 
 /// A destination for frames, and for the signs of life readers judge the camera by.
 pub trait Sink {
     /// The number the next published frame will carry (for its timing segment).
     fn next_frame_no(&self) -> FrameNo;
-    /// Publishes one complete JPEG. A frame the sink refuses is logged and counted by the sink;
-    /// it never stops capture.
-    fn publish(&mut self, jpeg: &[u8], capture: WallNanos);
+    /// Publishes one complete frame: a JPEG, or an H.264 access unit; returns whether the sink
+    /// took it. A frame the sink refuses is logged and counted by the sink; it never stops
+    /// capture.
+    fn publish(&mut self, frame: &[u8], capture: WallNanos, kind: FrameKind) -> bool;
     /// Alive, even though no frame comes (reconnecting, idle).
     fn heartbeat(&mut self);
     /// Idle, or source down; publishing a frame means streaming again.
@@ -62,23 +63,29 @@ impl Sink for RingSink {
         self.writer.next_frame_no()
     }
 
-    fn publish(&mut self, jpeg: &[u8], capture: WallNanos) {
+    fn publish(&mut self, frame: &[u8], capture: WallNanos, kind: FrameKind) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        match self.writer.publish(jpeg, capture) {
+        match self.writer.publish_frame(frame, capture, kind) {
             Ok(_) => {
                 self.stats.published.fetch_add(1, Relaxed);
-                self.stats.bytes.fetch_add(jpeg.len() as u64, Relaxed);
+                self.stats.bytes.fetch_add(frame.len() as u64, Relaxed);
+                return true;
             }
             Err(e @ ringbuf::Error::FrameTooLarge { .. }) => {
                 self.stats.rejected.fetch_add(1, Relaxed);
                 if self.too_large_warnings.allow(std::time::Instant::now()) {
-                    warn!("frame not published: {e} (raise --max-frame-bytes or lower --quality)");
+                    let remedy = match self.writer.codec() {
+                        ringbuf::Codec::Jpeg => "lower --quality",
+                        ringbuf::Codec::H264 => "lower the bitrate",
+                    };
+                    warn!("frame not published: {e} (raise --max-frame-bytes or {remedy})");
                 }
             }
             // Not a refusal of the frame: the ring file could not be kept sound (the log says
             // why, and the published count shows the gap).
             Err(e) => self.note_ring_error(Err(e)),
         }
+        false
     }
 
     fn heartbeat(&mut self) {

@@ -36,9 +36,11 @@ pub enum SourceEvent {
 struct ControlState {
     paused: bool,
     stopped: bool,
+    keyframe_wanted: bool,
 }
 
-/// How the pipeline tells the source thread to pause, resume or stop.
+/// How the pipeline tells the source thread to pause, resume or stop, and asks it for a
+/// keyframe.
 #[derive(Debug, Default)]
 pub struct Control {
     state: Mutex<ControlState>,
@@ -71,6 +73,15 @@ impl Control {
 
     pub fn stop(&self) {
         self.update(|s| s.stopped = true);
+    }
+
+    pub fn request_keyframe(&self) {
+        self.update(|s| s.keyframe_wanted = true);
+    }
+
+    /// Whether a keyframe was asked for since the last call.
+    fn take_keyframe_request(&self) -> bool {
+        std::mem::take(&mut self.lock().keyframe_wanted)
     }
 
     pub fn is_stopped(&self) -> bool {
@@ -167,6 +178,9 @@ fn pull(
             } else {
                 Outcome::Paused
             };
+        }
+        if control.take_keyframe_request() {
+            stream.request_keyframe();
         }
         match stream.next_frame() {
             Ok(Some(Pulled::Frame(frame))) => {

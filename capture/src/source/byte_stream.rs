@@ -1,6 +1,6 @@
 //! A frame stream over any readable file descriptor (stdin, a socket, a child's stdout): waits
-//! with poll so it can return to the supervisor, cuts the bytes into JPEGs, and notices a
-//! source that has gone silent.
+//! with poll so it can return to the supervisor, cuts the bytes into frames (JPEGs or H.264
+//! access units), and notices a source that has gone silent.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use super::{now_wall, Captured, Pulled, POLL};
-use crate::jpeg_split::{JpegSplitter, Split};
+use crate::split::{Split, Splitter};
 use crate::SourceError;
 
 const READ_CHUNK: usize = 256 << 10;
@@ -19,7 +19,7 @@ pub type OnEnd = Box<dyn FnMut() -> SourceError + Send>;
 
 pub struct ByteStream<R> {
     reader: R,
-    splitter: JpegSplitter,
+    splitter: Box<dyn Splitter>,
     chunk: Vec<u8>,
     last_frame: Instant,
     silent_limit: Option<Duration>,
@@ -31,13 +31,13 @@ pub struct ByteStream<R> {
 impl<R: Read + AsFd + Send> ByteStream<R> {
     pub fn new(
         reader: R,
-        max_frame_bytes: usize,
+        splitter: Box<dyn Splitter>,
         silent_limit: Option<Duration>,
         on_end: OnEnd,
     ) -> ByteStream<R> {
         ByteStream {
             reader,
-            splitter: JpegSplitter::new(max_frame_bytes),
+            splitter,
             chunk: vec![0; READ_CHUNK],
             last_frame: Instant::now(),
             silent_limit,
@@ -78,16 +78,7 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
         let began = Instant::now();
         loop {
             if let Some(split) = self.splitter.next_frame() {
-                return Ok(Some(match split {
-                    Split::Frame(jpeg) => {
-                        self.last_frame = Instant::now();
-                        Pulled::Frame(Captured {
-                            jpeg,
-                            capture: now_wall(),
-                        })
-                    }
-                    Split::Broken(jpeg) => Pulled::Broken { bytes: jpeg.len() },
-                }));
+                return Ok(Some(self.pulled(split)));
             }
             self.check_silence()?;
             let left = POLL.saturating_sub(began.elapsed());
@@ -95,7 +86,7 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
                 return Ok(None);
             }
             let n = match self.reader.read(&mut self.chunk) {
-                Ok(0) => return Err((self.on_end)()),
+                Ok(0) => return self.finish().map(Some),
                 Ok(n) => n,
                 Err(e) if is_retry(&e) => continue,
                 Err(e) => return Err(SourceError::io("reading the stream")(e)),
@@ -104,6 +95,28 @@ impl<R: Read + AsFd + Send> ByteStream<R> {
             let fed = self.feed(&chunk[..n]);
             self.chunk = chunk;
             fed?;
+        }
+    }
+
+    /// What to hand the supervisor for `split`; a whole frame also restarts the silence timer.
+    fn pulled(&mut self, split: Split) -> Pulled {
+        match split {
+            Split::Frame(data) => {
+                self.last_frame = Instant::now();
+                Pulled::Frame(Captured {
+                    data,
+                    capture: now_wall(),
+                })
+            }
+            Split::Broken(data) => Pulled::Broken { bytes: data.len() },
+        }
+    }
+
+    /// The end of the bytes: the frame it completes, if any, then what the end means.
+    fn finish(&mut self) -> Result<Pulled, SourceError> {
+        match self.splitter.finish() {
+            Some(split) => Ok(self.pulled(split)),
+            None => Err((self.on_end)()),
         }
     }
 

@@ -9,11 +9,13 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
+use ringbuf::Codec;
 use tracing::{debug, info, warn};
 
 use super::byte_stream::ByteStream;
 use super::{FrameStream, Pulled, Source, SourceOptions};
 use crate::cli::{redact, redact_in};
+use crate::split;
 use crate::SourceError;
 
 /// ffmpeg that delivers nothing for this long (stuck connecting, camera frozen) is restarted.
@@ -128,7 +130,7 @@ impl Source for FfmpegSource {
         let pid = child.id();
         let stream = ByteStream::new(
             stdout,
-            self.options.max_frame_bytes,
+            split::for_codec(Codec::Jpeg, self.options.max_frame_bytes),
             Some(SILENT_LIMIT),
             Box::new(move || SourceError::Protocol(format!("ffmpeg (pid {pid}) exited"))),
         );
@@ -217,6 +219,8 @@ mod tests {
             fps: Some(15),
             quality: 80,
             max_frame_bytes: 2 << 20,
+            codec: ringbuf::Codec::Jpeg,
+            encoder: crate::h264::encoder::EncoderSettings::from_flags(None, None),
         };
         let args = ffmpeg_args("rtsp://cam/stream", &options).join(" ");
         assert!(args.contains("-rtsp_transport tcp"), "{args}");

@@ -11,10 +11,12 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use ringbuf::Codec;
 
 use super::byte_stream::ByteStream;
 use super::{FrameStream, Pulled, Source, POLL};
 use crate::cli::redact;
+use crate::split;
 use crate::SourceError;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -153,7 +155,7 @@ impl Source for HttpSource {
         let response = parse_head(&head)?;
         let stream = ByteStream::new(
             socket,
-            self.max_frame_bytes,
+            split::for_codec(Codec::Jpeg, self.max_frame_bytes),
             Some(SILENT_LIMIT),
             Box::new(|| SourceError::Protocol("the camera closed the connection".into())),
         )

@@ -1,6 +1,6 @@
 //! Camera sources. Each kind of camera is one file here implementing [`Source`]: `open` connects
-//! (or opens the device) and returns a [`FrameStream`] of JPEG frames; dropping the stream
-//! releases the camera. The supervisor calls `open` again after a failure or an idle period.
+//! (or opens the device) and returns a [`FrameStream`] of frames (JPEGs, or H.264 access units
+//! with `--codec h264`); dropping the stream releases the camera. The supervisor calls `open` again after a failure or an idle period.
 //!
 //! To add a source: write `source/<kind>.rs` with a `Source` and a `FrameStream`, add a
 //! [`SourceSpec`] variant in `cli.rs` and a line in [`build`].
@@ -14,9 +14,10 @@ pub mod v4l2;
 
 use std::time::Duration;
 
-use ringbuf::{CameraId, WallNanos};
+use ringbuf::{CameraId, Codec, WallNanos};
 
 use crate::cli::{Args, Size, SourceSpec};
+use crate::h264::encoder::EncoderSettings;
 use crate::SourceError;
 
 pub use ffmpeg::{ffmpeg_args, FfmpegSource};
@@ -29,10 +30,10 @@ pub use v4l2::V4l2Source;
 /// notice a pause or stop request.
 pub const POLL: Duration = Duration::from_millis(200);
 
-/// One JPEG frame from a source.
+/// One frame from a source: a JPEG, or an H.264 access unit in Annex B form.
 #[derive(Debug, Clone)]
 pub struct Captured {
-    pub jpeg: Vec<u8>,
+    pub data: Vec<u8>,
     /// When the frame was taken (or received, for cameras that do not say).
     pub capture: WallNanos,
 }
@@ -71,6 +72,11 @@ pub trait FrameStream: Send {
     /// The next frame (or broken piece); `Ok(None)` if none came within about [`POLL`].
     fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError>;
 
+    /// Makes the next frame one a decoder can start from (H.264: an IDR picture). Sources whose
+    /// every frame is one, or that cannot choose (a camera's own H.264), ignore this, and capture
+    /// waits for their next keyframe.
+    fn request_keyframe(&mut self) {}
+
     /// The frame rate agreed with the camera on opening, where that differs from what
     /// [`Source::nominal_fps`] could say beforehand (a V4L2 driver picks the nearest it has).
     fn negotiated_fps(&self) -> Option<u32> {
@@ -87,6 +93,9 @@ pub struct SourceOptions {
     pub quality: u8,
     /// `--max-frame-bytes`: byte-stream sources give up on a frame that grows much past it.
     pub max_frame_bytes: usize,
+    pub codec: Codec,
+    /// For sources that encode H.264 themselves.
+    pub encoder: EncoderSettings,
 }
 
 impl SourceOptions {
@@ -97,6 +106,8 @@ impl SourceOptions {
             fps: args.fps,
             quality: args.quality,
             max_frame_bytes: args.max_frame_bytes,
+            codec: args.codec,
+            encoder: EncoderSettings::from_flags(args.bitrate, args.gop),
         }
     }
 }
@@ -107,7 +118,7 @@ pub fn build(spec: &SourceSpec, options: SourceOptions) -> Box<dyn Source> {
         SourceSpec::TestPattern => Box::new(TestPattern::new(options)),
         SourceSpec::V4l2(path) => Box::new(V4l2Source::new(path.clone(), options)),
         SourceSpec::Http(url) => Box::new(HttpSource::new(url.clone(), options.max_frame_bytes)),
-        SourceSpec::Stdin => Box::new(StdinSource::new(options.max_frame_bytes)),
+        SourceSpec::Stdin => Box::new(StdinSource::new(&options)),
         SourceSpec::Ffmpeg(url) => Box::new(FfmpegSource::new(url.clone(), options)),
     }
 }

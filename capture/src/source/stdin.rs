@@ -1,26 +1,47 @@
 //! `--source stdin`: concatenated JPEGs (`ffmpeg … -f mjpeg -`) or a multipart MJPEG stream on
-//! standard input, passed through unchanged. When the producer closes the pipe, capture ends.
+//! standard input, or with `--codec h264` an H.264 Annex B stream (`ffmpeg … -f h264 -`), passed
+//! through unchanged. When the producer closes the pipe, capture ends.
 
 use std::io::Stdin;
 use std::os::fd::{AsFd, BorrowedFd};
 
+use ringbuf::Codec;
+
 use super::byte_stream::ByteStream;
-use super::{FrameStream, Pulled, Source};
+use super::{FrameStream, Pulled, Source, SourceOptions};
+use crate::split;
 use crate::SourceError;
 
 pub struct StdinSource {
+    codec: Codec,
     max_frame_bytes: usize,
+    /// `--fps`: an H.264 stream's rate as the operator states it, where the stream may not.
+    fps: Option<u32>,
 }
 
 impl StdinSource {
-    pub fn new(max_frame_bytes: usize) -> StdinSource {
-        StdinSource { max_frame_bytes }
+    pub fn new(options: &SourceOptions) -> StdinSource {
+        StdinSource {
+            codec: options.codec,
+            max_frame_bytes: options.max_frame_bytes,
+            fps: options.fps,
+        }
     }
 }
 
 impl Source for StdinSource {
     fn describe(&self) -> String {
-        "standard input".into()
+        match self.codec {
+            Codec::Jpeg => "standard input".into(),
+            Codec::H264 => "H.264 on standard input".into(),
+        }
+    }
+
+    fn nominal_fps(&self) -> Option<u32> {
+        match self.codec {
+            Codec::Jpeg => None,
+            Codec::H264 => self.fps,
+        }
     }
 
     fn open(&mut self) -> Result<Box<dyn FrameStream>, SourceError> {
@@ -29,7 +50,7 @@ impl Source for StdinSource {
         Ok(Box::new(StdinStream {
             inner: ByteStream::new(
                 StdinReader(std::io::stdin()),
-                self.max_frame_bytes,
+                split::for_codec(self.codec, self.max_frame_bytes),
                 None,
                 Box::new(|| SourceError::Finished),
             ),

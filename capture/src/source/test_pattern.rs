@@ -1,13 +1,15 @@
 //! The test pattern: colour bars, a gray ramp, a moving block, and the camera name, frame counter
-//! and wall-clock time, generated straight in YUV 4:2:0 and encoded with turbojpeg. It paces
-//! itself to `--fps`.
+//! and wall-clock time, generated straight in YUV 4:2:0 and encoded with turbojpeg, or with
+//! openh264 for `--codec h264`. It paces itself to `--fps`.
 
 use std::time::{Duration, Instant};
 
+use ringbuf::Codec;
 use turbojpeg::{Compressor, Subsamp, YuvImage};
 
 use super::{now_wall, Captured, FrameStream, Pulled, Source, SourceOptions, POLL};
 use crate::cli::Size;
+use crate::h264::encoder::{self, H264Encoder, I420};
 use crate::overlay::{text_scale, PlaneLayout, Planes, Rect};
 use crate::SourceError;
 
@@ -40,7 +42,24 @@ impl TestPattern {
 
 impl Source for TestPattern {
     fn describe(&self) -> String {
-        format!("test pattern {} at {} fps", self.size(), self.fps())
+        let (size, fps) = (self.size(), self.fps());
+        match self.options.codec {
+            Codec::Jpeg => format!("test pattern {size} at {fps} fps"),
+            Codec::H264 => {
+                let settings = self.options.encoder;
+                format!(
+                    "test pattern {size} at {fps} fps in H.264 at {} kbit/s, a keyframe every {} frames",
+                    settings.bitrate_kbps, settings.gop
+                )
+            }
+        }
+    }
+
+    fn preflight(&self) -> Result<(), SourceError> {
+        match self.options.codec {
+            Codec::Jpeg => Ok(()),
+            Codec::H264 => encoder::check_size(self.size()),
+        }
     }
 
     fn nominal_fps(&self) -> Option<u32> {
@@ -56,12 +75,49 @@ impl Source for TestPattern {
     }
 }
 
+/// What the pattern is encoded with.
+enum PatternEncoder {
+    Jpeg(Compressor),
+    H264(H264Encoder),
+}
+
+impl PatternEncoder {
+    fn new(options: &SourceOptions, fps: u32) -> Result<PatternEncoder, SourceError> {
+        Ok(match options.codec {
+            Codec::Jpeg => {
+                let mut compressor = Compressor::new()?;
+                compressor.set_quality(i32::from(options.quality))?;
+                compressor.set_subsamp(Subsamp::Sub2x2)?;
+                PatternEncoder::Jpeg(compressor)
+            }
+            Codec::H264 => PatternEncoder::H264(H264Encoder::new(options.encoder, fps)?),
+        })
+    }
+
+    fn encode(&mut self, pixels: &[u8], layout: PlaneLayout) -> Result<Vec<u8>, SourceError> {
+        match self {
+            PatternEncoder::Jpeg(compressor) => {
+                let image = yuv_image(pixels, size_of(layout));
+                Ok(compressor.compress_yuv_to_vec(image)?)
+            }
+            PatternEncoder::H264(encoder) => {
+                // Never fails for a size that passed `check_size`, whose even sides leave
+                // turbojpeg's planes without padding.
+                let picture = I420::new(layout.width, layout.height, pixels).ok_or_else(|| {
+                    SourceError::Protocol("test pattern buffer is not an I420 picture".into())
+                })?;
+                encoder.encode(&picture)
+            }
+        }
+    }
+}
+
 struct PatternStream {
     camera: String,
     layout: PlaneLayout,
     background: Vec<u8>,
     scratch: Vec<u8>,
-    compressor: Compressor,
+    encoder: PatternEncoder,
     interval: Duration,
     next_due: Instant,
     started: Instant,
@@ -70,9 +126,6 @@ struct PatternStream {
 
 impl PatternStream {
     fn new(options: &SourceOptions, size: Size, fps: u32) -> Result<PatternStream, SourceError> {
-        let mut compressor = Compressor::new()?;
-        compressor.set_quality(i32::from(options.quality))?;
-        compressor.set_subsamp(Subsamp::Sub2x2)?;
         let layout = PlaneLayout::of(&yuv_image((), size));
         let mut background = vec![0; layout.y_len() + 2 * layout.uv_len()];
         paint_background(layout, &mut background);
@@ -82,7 +135,7 @@ impl PatternStream {
             layout,
             scratch: background.clone(),
             background,
-            compressor,
+            encoder: PatternEncoder::new(options, fps)?,
             interval: Duration::from_secs_f64(1.0 / f64::from(fps)),
             next_due: now,
             started: now,
@@ -127,19 +180,24 @@ impl PatternStream {
         let line = 10 * scale;
         planes.draw_text_contrasting(margin, margin, scale, &title);
         planes.draw_text_contrasting(margin, margin + line, scale, &clock);
-        let image = yuv_image(&self.scratch[..], size_of(layout));
-        Ok(self.compressor.compress_yuv_to_vec(image)?)
+        self.encoder.encode(&self.scratch, layout)
     }
 }
 
 impl FrameStream for PatternStream {
+    fn request_keyframe(&mut self) {
+        if let PatternEncoder::H264(encoder) = &mut self.encoder {
+            encoder.force_keyframe();
+        }
+    }
+
     fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
         if !self.wait_until_due() {
             return Ok(None);
         }
         let capture = now_wall();
-        let jpeg = self.render()?;
-        Ok(Some(Pulled::Frame(Captured { jpeg, capture })))
+        let data = self.render()?;
+        Ok(Some(Pulled::Frame(Captured { data, capture })))
     }
 }
 
@@ -252,6 +310,8 @@ mod tests {
             fps: Some(240),
             quality: 80,
             max_frame_bytes: 2 << 20,
+            codec: Codec::Jpeg,
+            encoder: encoder::EncoderSettings::from_flags(None, None),
         };
         let mut stream = TestPattern::new(options).open().unwrap();
         let frame = loop {
@@ -259,7 +319,7 @@ mod tests {
                 break frame;
             }
         };
-        let header = turbojpeg::read_header(&frame.jpeg).unwrap();
+        let header = turbojpeg::read_header(&frame.data).unwrap();
         assert_eq!((header.width, header.height), (320, 180));
     }
 }

@@ -312,7 +312,10 @@ impl FrameStream for V4l2Stream {
             (None, _) | (_, PixelKind::Mjpeg) => with_huffman_tables(data),
             (Some(encoder), kind) => encoder.encode(kind, &self.format, data)?,
         };
-        Ok(Some(Pulled::Frame(Captured { jpeg, capture })))
+        Ok(Some(Pulled::Frame(Captured {
+            data: jpeg,
+            capture,
+        })))
     }
 }
 
