@@ -51,6 +51,19 @@ def client_frame(opcode, payload, fin=True):
     return head + b"\x11\x22\x33\x44" + mask(payload)
 
 
+def x264_stream(params):
+    """Three frames of x264 (an IDR, two P) at 64x48, or a hand-made unit without ffmpeg."""
+    if shutil.which("ffmpeg") is None:
+        return (b"\x00\x00\x00\x01\x09\xf0\x00\x00\x00\x01\x67\x42\xc0\x0d\xda\x05\x07\xec"
+                b"\x04\x40\x00\x00\x03\x00\x40\x00\x00\x0f\x03\xc5\x0a\xa8"
+                b"\x00\x00\x00\x01\x68\xce\x3c\x80\x00\x00\x01\x65\x88\x84\x21")
+    return subprocess.run(
+        ["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=5",
+         "-frames:v", "3", "-c:v", "libx264", "-bf", "0", "-x264-params", params,
+         "-f", "h264", "-"],
+        check=True, capture_output=True).stdout
+
+
 def write(target, name, data):
     d = os.path.join(out, target)
     os.makedirs(d, exist_ok=True)
@@ -93,6 +106,11 @@ for jpeg in jpegs:
 write("jpeg_split", "multipart", b"\x00\x00\x00\x00\x02\x03\x40" + multipart)
 write("jpeg_split", "concatenated", b"\x01\x00\x00\x00\x00" + b"".join(jpegs))
 write("jpeg_split", "long-run", b"\x80\xa0\x00\xb4\x01\xff" + b"\xff\xd8\xff\xda\x00\x02\x11\x22\xff\xd9")
+
+# [max: 1 MiB][no piece sizes], then [max: 4096][two piece sizes]
+write("h264_split", "with-delimiters", b"\x03\x00" + x264_stream("aud=1"))
+write("h264_split", "without-delimiters", b"\x02\x02\x05\x30" + x264_stream("aud=0"))
+write("h264_split", "small-limit", b"\x01\x00" + b"garbage" + x264_stream("aud=1"))
 
 write("chunked_decoder", "camera-body", b"\x00" + b"\x00" * 8 + b"\x01\x05"
       + b"%x\r\n" % len(jpegs[0]) + jpegs[0] + b"\r\n5;ext=1\r\nhello\r\n0\r\n\r\n")
