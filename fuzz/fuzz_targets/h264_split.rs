@@ -94,7 +94,10 @@ fuzz_target!(|data: &[u8]| {
         {
             let types: Vec<u8> = nal_units(frame).filter_map(nal_type).collect();
             for needed in [NAL_SPS, NAL_PPS, NAL_IDR_SLICE] {
-                assert!(types.contains(&needed), "a keyframe without {needed}: {types:?}");
+                assert!(
+                    types.contains(&needed),
+                    "a keyframe without {needed}: {types:?}"
+                );
             }
         }
     }
