@@ -62,6 +62,9 @@ pub enum Error {
     #[error("frame of {len} bytes does not fit a slot of {slot_size} bytes")]
     FrameTooLarge { len: usize, slot_size: usize },
 
+    #[error("H.264 delta frame refused: a frame before it was not published, so no reader could decode it; the stream resumes at the next keyframe")]
+    AwaitingKeyframe,
+
     #[error("corrupt slot for frame {frame}: {reason}")]
     CorruptSlot { frame: u64, reason: String },
 }

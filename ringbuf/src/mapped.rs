@@ -386,6 +386,10 @@ impl RingMemory for MappedRing {
         self.layout.slot_size
     }
 
+    fn every_frame_is_key(&self) -> bool {
+        self.layout.codec == Codec::Jpeg
+    }
+
     fn slot(&self, index: usize) -> SlotRef<'_> {
         assert!(
             index < self.layout.slot_count as usize,

@@ -83,6 +83,9 @@ pub(crate) trait RingMemory {
     fn slot_size(&self) -> usize;
     /// `index < slot_count()`.
     fn slot(&self, index: usize) -> SlotRef<'_>;
+    /// Whether every frame stands alone (JPEG): then no slot's flags need reading to find a
+    /// keyframe.
+    fn every_frame_is_key(&self) -> bool;
 }
 
 fn slot_of(ring: &impl RingMemory, frame: FrameNo) -> SlotRef<'_> {
@@ -357,6 +360,13 @@ impl Cursor {
                 return Read::Nothing;
             }
             self.catch_up(ring, head);
+            // A delta frame after a gap is passed over unread: on a hostile ring flagged all
+            // delta, copying each only to drop it would cost a whole ring's bytes per call.
+            let may_be_delta = self.needs_key && !ring.every_frame_is_key();
+            if may_be_delta && stable_kind(ring, self.next) == Some(FrameKind::Delta) {
+                self.skip_to(self.next.next());
+                continue;
+            }
             match copy_frame(ring, self.next, out) {
                 // Undecodable after a gap: passed over like a frame skipped.
                 CopyOutcome::Complete(meta) if self.needs_key && !meta.kind.is_key() => {
@@ -417,6 +427,9 @@ fn readable_lag(ring: &impl RingMemory) -> u64 {
 /// The newest keyframe among the readable frames up to `head`, judged by each slot's flags
 /// alone (the copy that follows checks the frame again).
 fn newest_key(ring: &impl RingMemory, head: FrameNo) -> Option<FrameNo> {
+    if ring.every_frame_is_key() {
+        return Some(head);
+    }
     let oldest = head.0.saturating_sub(readable_lag(ring)).max(1);
     (oldest..=head.0)
         .rev()
@@ -424,19 +437,24 @@ fn newest_key(ring: &impl RingMemory, head: FrameNo) -> Option<FrameNo> {
         .find(|&frame| is_key_in_slot(ring, frame))
 }
 
-/// Whether `frame`'s slot holds `frame`, complete, flagged as a keyframe: the seqlock read of
-/// `copy_frame` applied to the flags word alone.
+/// Whether `frame`'s slot holds `frame`, complete, flagged as a keyframe.
 fn is_key_in_slot(ring: &impl RingMemory, frame: FrameNo) -> bool {
+    stable_kind(ring, frame) == Some(FrameKind::Key)
+}
+
+/// The kind of `frame`, if its slot holds it complete and unchanged while its flags are read:
+/// the seqlock read of `copy_frame` applied to the flags word alone.
+fn stable_kind(ring: &impl RingMemory, frame: FrameNo) -> Option<FrameKind> {
     let slot = slot_of(ring, frame);
     // SYNC POINT: Acquire pairs with the writer's Release store of the even value, so the flags
     // loaded next are `frame`'s or newer.
     let before = acquire_u64(&slot.meta.seq);
     if before != complete_seq(frame) {
-        return false;
+        return None;
     }
     let flags = slot.meta.flags.load(Relaxed);
     // SYNC POINT: keeps the flags load from moving below the re-check, as in `copy_frame`: a
     // flags word of a newer frame implies the re-check sees that frame's odd mark.
     fence(Acquire);
-    slot.meta.seq.load(Relaxed) == before && kind_of(flags).is_key()
+    (slot.meta.seq.load(Relaxed) == before).then_some(kind_of(flags))
 }

@@ -123,6 +123,9 @@ pub struct RingWriter {
     format: VideoFormat,
     /// The codec string last written to the header (H.264 rings: from the last keyframe's SPS).
     codec_string: Option<String>,
+    /// H.264 rings: a frame was not published, so the delta frames after it refer to a picture
+    /// no reader has; they are refused until the next keyframe.
+    chain_broken: bool,
     checked_at: MonoNanos,
     /// Set once another live writer holds the path: the pid recorded in its ring, if any.
     /// Nothing this writer publishes reaches a reader after that.
@@ -253,6 +256,7 @@ impl RingWriter {
             state: WriterState::Streaming,
             format: VideoFormat::default(),
             codec_string: None,
+            chain_broken: false,
             checked_at: SystemClock.mono(),
             lost_to: None,
         };
@@ -308,23 +312,55 @@ impl RingWriter {
         self.head.next()
     }
 
-    /// Publishes one keyframe (for a JPEG ring, any frame) and wakes every waiting reader. A
-    /// frame larger than a slot is refused and counted in the header; nothing is truncated.
-    /// Fails only if the file had to be replaced (see [`RingWriter`]) and no new one could be
-    /// made.
+    /// Publishes one frame and wakes every waiting reader: a JPEG, or an H.264 access unit
+    /// (a keyframe if it holds an IDR picture). A frame larger than a slot is refused and
+    /// counted in the header; nothing is truncated. Fails only if the file had to be replaced
+    /// (see [`RingWriter`]) and no new one could be made, or, on an H.264 ring, for a delta
+    /// frame after a frame that was not published ([`Error::AwaitingKeyframe`]).
     pub fn publish(&mut self, payload: &[u8], capture: WallNanos) -> Result<FrameNo, Error> {
-        self.publish_frame(payload, capture, FrameKind::Key)
+        let kind = match self.codec() {
+            Codec::H264 if !h264::is_keyframe(payload) => FrameKind::Delta,
+            Codec::Jpeg | Codec::H264 => FrameKind::Key,
+        };
+        self.publish_frame(payload, capture, kind)
     }
 
-    /// [`publish`](Self::publish) for a frame of either kind: an H.264 access unit is a
-    /// [`FrameKind::Key`] if it holds an IDR picture. A keyframe of an H.264 ring also updates
-    /// the header's codec string from its SPS, before readers can see the frame.
+    /// [`publish`](Self::publish) with the frame's kind known to the caller (an encoder or an
+    /// RTSP client says it). Every JPEG is a keyframe, whatever `kind` says. A keyframe of an
+    /// H.264 ring also updates the header's codec string from its SPS, before readers can see
+    /// the frame.
     pub fn publish_frame(
         &mut self,
         payload: &[u8],
         capture: WallNanos,
         kind: FrameKind,
     ) -> Result<FrameNo, Error> {
+        let kind = if self.codec() == Codec::Jpeg {
+            FrameKind::Key
+        } else {
+            kind
+        };
+        let published = self.publish_in_chain(payload, capture, kind);
+        if self.codec() == Codec::H264 {
+            match &published {
+                Ok(_) if kind.is_key() => self.chain_broken = false,
+                Ok(_) => {}
+                Err(_) => self.chain_broken = true,
+            }
+        }
+        published
+    }
+
+    fn publish_in_chain(
+        &mut self,
+        payload: &[u8],
+        capture: WallNanos,
+        kind: FrameKind,
+    ) -> Result<FrameNo, Error> {
+        if self.chain_broken && !kind.is_key() {
+            self.ring.header().frames_rejected.fetch_add(1, Relaxed);
+            return Err(Error::AwaitingKeyframe);
+        }
         let slot_size = self.ring.layout().slot_size;
         if payload.len() > slot_size {
             self.ring.header().frames_rejected.fetch_add(1, Relaxed);

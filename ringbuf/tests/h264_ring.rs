@@ -179,3 +179,48 @@ fn a_writer_of_another_codec_replaces_the_ring_and_keeps_its_numbering() {
         FrameNo(4)
     );
 }
+
+#[test]
+fn after_a_refused_keyframe_delta_frames_are_refused_until_the_next_keyframe() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = h264_writer(dir.path());
+    let mut reader = RingReader::open(writer.path()).unwrap();
+    publish_gops(&mut writer, 1, 2, 30);
+    let mut huge = key_au(3);
+    huge.resize(geometry().slot_size + 1, 0x88);
+    assert!(matches!(
+        writer.publish_frame(&huge, WallNanos(3), FrameKind::Key),
+        Err(ringbuf::Error::FrameTooLarge { .. })
+    ));
+    for n in 4..=5 {
+        assert!(matches!(
+            writer.publish_frame(&delta_au(n), WallNanos(n), FrameKind::Delta),
+            Err(ringbuf::Error::AwaitingKeyframe)
+        ));
+    }
+    assert_eq!(
+        writer.publish(&key_au(6), WallNanos(6)).unwrap(),
+        FrameNo(3)
+    );
+    assert_eq!(
+        writer.publish(&delta_au(7), WallNanos(7)).unwrap(),
+        FrameNo(4)
+    );
+    let mut buf = Vec::new();
+    let mut got = Vec::new();
+    while let Some(meta) = reader.try_next(&mut buf).unwrap() {
+        got.push((meta.frame_no.0, meta.kind, buf.clone()));
+    }
+    let kinds: Vec<_> = got.iter().map(|(n, kind, _)| (*n, *kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, FrameKind::Key),
+            (2, FrameKind::Delta),
+            (3, FrameKind::Key),
+            (4, FrameKind::Delta)
+        ]
+    );
+    assert_eq!(got[2].2, key_au(6), "publish found the keyframe itself");
+    assert_eq!(reader.info().frames_rejected, 3);
+}
