@@ -1,5 +1,5 @@
 //! Framing that capture, server and load generator share: recognising a JPEG, and how a frame's
-//! number and capture time reach viewers (DESIGN.md, "Frame timing on the wire").
+//! number and capture time reach viewers (docs/ARCHITECTURE.md, the server's routes).
 //!
 //! A JPEG carries them in a comment (marker 0xFFFE) placed right after SOI, holding the text
 //! `ringcast frame=<n> capture_ns=<t>`. Decoders ignore comments; the viewer page and the load

@@ -1,6 +1,7 @@
 //! The shared-memory frame ring: one capture process writes encoded frames (JPEG images or
-//! H.264 access units) into a file-backed seqlock ring, and any number of server processes map it read-only and follow it, each with
-//! its own cursor. A reader never slows the writer; a reader that falls behind skips ahead.
+//! H.264 access units) into a file-backed seqlock ring, and any number of server processes map
+//! it read-only and follow it, each with its own cursor. A reader never slows the writer; a
+//! reader that falls behind skips ahead (to a keyframe).
 //!
 //! Besides the ring this crate holds what both ends of it need: camera names, the ring
 //! directory convention, JPEG framing with the timing comment, H.264 framing, the demand files,

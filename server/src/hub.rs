@@ -6,7 +6,7 @@
 //! that keyframe at once, and a viewer still behind when the next keyframe comes jumps to it.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -51,9 +51,11 @@ pub const MJPEG_PART_END_AND_HEAD: &[u8] = concat!(
 )
 .as_bytes();
 
-/// The longest group of pictures a camera keeps for new viewers (a minute at 30 fps). A camera
-/// with keyframes further apart is still served, from its next keyframe on.
+/// The most of a group of pictures a camera keeps (a minute at 30 fps, or 64 MiB). Past it the
+/// group's oldest frames go: viewers in step go on, but new viewers, and viewers further behind,
+/// wait for the next keyframe.
 const MAX_GOP_FRAMES: usize = 1800;
+const MAX_GOP_BYTES: usize = 64 << 20;
 
 /// One frame as every viewer of this process sends it.
 pub struct Frame {
@@ -135,13 +137,14 @@ pub struct DecoderConfig {
 
 impl DecoderConfig {
     fn new(codec: String, width: u32, height: u32) -> DecoderConfig {
-        let text = serde_json::json!({
-            "type": "config",
-            "codec": codec,
-            "codedWidth": width,
-            "codedHeight": height,
-        })
-        .to_string();
+        let mut config = serde_json::json!({ "type": "config", "codec": codec });
+        // The size is a hint WebCodecs may do without, but not a zero one (a ring whose writer
+        // has not said its size yet).
+        if width > 0 && height > 0 {
+            config["codedWidth"] = width.into();
+            config["codedHeight"] = height.into();
+        }
+        let text = config.to_string();
         DecoderConfig {
             message: text_frame(&text),
             codec,
@@ -206,9 +209,9 @@ pub struct Camera {
     /// The camera's own ring, or the JPEG copy of an H.264 camera.
     feed: Feed,
     latest: RefCell<Option<Rc<Frame>>>,
-    /// H.264: the frames since the last keyframe, that keyframe first (empty for JPEG, and
-    /// until the first keyframe).
-    gop: RefCell<Vec<Rc<Frame>>>,
+    /// H.264: the frames since the last keyframe (empty for JPEG, and until the first
+    /// keyframe), at most [`MAX_GOP_FRAMES`] and [`MAX_GOP_BYTES`] of them.
+    gop: RefCell<Gop>,
     /// H.264: the decoder configuration of the last keyframe.
     decoder_config: RefCell<Option<Rc<DecoderConfig>>>,
     codec: Cell<Codec>,
@@ -269,7 +272,7 @@ impl Camera {
             id,
             feed,
             latest: RefCell::new(None),
-            gop: RefCell::new(Vec::new()),
+            gop: RefCell::new(Gop::default()),
             decoder_config: RefCell::new(None),
             codec: Cell::new(Codec::Jpeg),
             bitrate: Cell::new(0.0),
@@ -300,6 +303,11 @@ impl Camera {
         self.codec.get()
     }
 
+    /// Whether this is the JPEG copy of an H.264 camera (made only while watched).
+    pub fn is_jpeg_copy(&self) -> bool {
+        self.feed == Feed::JpegCopy
+    }
+
     /// The codec string of an H.264 camera's stream, once a keyframe has come.
     pub fn codec_string(&self) -> Option<String> {
         let config = self.decoder_config.borrow();
@@ -318,7 +326,7 @@ impl Camera {
     /// afresh: what was kept of the old stream means nothing to the new one's viewers.
     fn set_codec(&self, codec: Codec) {
         if self.codec.replace(codec) != codec {
-            self.gop.borrow_mut().clear();
+            *self.gop.borrow_mut() = Gop::default();
             self.decoder_config.borrow_mut().take();
         }
     }
@@ -350,17 +358,8 @@ impl Camera {
         self.wake_waiters();
     }
 
-    /// A keyframe starts a new group; a delta frame joins the current one. A group grown past
-    /// [`MAX_GOP_FRAMES`] is let go: viewers wait for the next keyframe.
     fn extend_gop(&self, frame: &Rc<Frame>) {
-        let mut gop = self.gop.borrow_mut();
-        if frame.kind.is_key() {
-            gop.clear();
-        } else if gop.is_empty() || gop.len() >= MAX_GOP_FRAMES {
-            gop.clear();
-            return;
-        }
-        gop.push(Rc::clone(frame));
+        self.gop.borrow_mut().push(frame);
     }
 
     /// The decoder configuration for a keyframe of this camera: the last one if nothing
@@ -404,7 +403,7 @@ impl Camera {
     pub fn poll_frame(&self, follower: &Follower, cx: &mut Context<'_>) -> Poll<Rc<Frame>> {
         let next = match self.codec.get() {
             Codec::Jpeg => self.latest.borrow().clone(),
-            Codec::H264 => next_in_gop(&self.gop.borrow(), follower.seen.get()).cloned(),
+            Codec::H264 => self.gop.borrow().after(follower.seen.get()).cloned(),
         };
         if let Some(frame) = next.filter(|frame| frame.seq != follower.seen.get()) {
             let seen = follower.seen.get();
@@ -466,14 +465,49 @@ impl Camera {
     }
 }
 
-/// In a group of pictures (consecutive `seq`s from its keyframe), the frame after `seen`; the
-/// keyframe if `seen` is before the group (or 0: a viewer that has taken nothing yet).
-fn next_in_gop(gop: &[Rc<Frame>], seen: u64) -> Option<&Rc<Frame>> {
-    let first = gop.first()?.seq;
-    if seen.saturating_add(1) < first || seen == 0 {
-        return gop.first();
+/// The frames of an H.264 camera since its last keyframe: consecutive `seq`s, the keyframe
+/// first unless the group outgrew its limits.
+#[derive(Default)]
+struct Gop {
+    frames: VecDeque<Rc<Frame>>,
+    bytes: usize,
+    /// Whether `frames` still starts at the keyframe (a viewer may start there).
+    from_key: bool,
+}
+
+impl Gop {
+    /// A keyframe starts a new group; a delta frame joins the current one (none before the
+    /// first keyframe: it could not be decoded).
+    fn push(&mut self, frame: &Rc<Frame>) {
+        if frame.kind.is_key() {
+            *self = Gop {
+                frames: VecDeque::with_capacity(self.frames.capacity()),
+                bytes: 0,
+                from_key: true,
+            };
+        } else if self.frames.is_empty() {
+            return;
+        }
+        self.bytes += frame.payload.len();
+        self.frames.push_back(Rc::clone(frame));
+        while self.frames.len() > MAX_GOP_FRAMES || self.bytes > MAX_GOP_BYTES {
+            let Some(oldest) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= oldest.payload.len();
+            self.from_key = false;
+        }
     }
-    gop.get(usize::try_from(seen + 1 - first).ok()?)
+
+    /// The frame after `seen`, or for a viewer that has taken nothing yet (`seen` 0) or whose
+    /// next frame is gone, the group's keyframe (if the group still has it).
+    fn after(&self, seen: u64) -> Option<&Rc<Frame>> {
+        let first = self.frames.front()?.seq;
+        if seen != 0 && seen + 1 >= first {
+            return self.frames.get(usize::try_from(seen + 1 - first).ok()?);
+        }
+        self.frames.front().filter(|_| self.from_key)
+    }
 }
 
 /// All cameras of one worker.
@@ -568,6 +602,24 @@ impl Hub {
         following(self)
     }
 
+    /// Copies whose ring went (and came back, or may) while viewers still wait on them: those
+    /// viewers get frames again as soon as the ring opens.
+    fn refollow_jpeg_copies(self: &Rc<Self>) {
+        let lost: Vec<Rc<Camera>> = self
+            .jpeg_copies
+            .borrow()
+            .values()
+            .filter(|c| !c.following.get())
+            .cloned()
+            .collect();
+        for copy in lost {
+            let path = feed_ring_path(&self.ring_dir, &copy.id, Feed::JpegCopy);
+            if path.exists() {
+                self.start_following(&copy, &path);
+            }
+        }
+    }
+
     /// Every listed camera (its ring opened and followed), by name.
     pub fn cameras(&self) -> Vec<Rc<Camera>> {
         self.cameras
@@ -617,6 +669,7 @@ impl Hub {
         let keep = |_: &CameraId, c: &mut Rc<Camera>| c.following.get() || c.viewers() > 0;
         self.cameras.borrow_mut().retain(keep);
         self.jpeg_copies.borrow_mut().retain(keep);
+        self.refollow_jpeg_copies();
     }
 
     /// Makes a camera known before its ring scan (an ingest camera that just created its ring).
@@ -1012,6 +1065,33 @@ mod tests {
         publish_h264(&camera, 3, 12, 5);
         assert_eq!(take_all(&camera, &viewer), [11, 12]);
         assert_eq!(camera.counters.viewer_skips.get(), 8);
+    }
+
+    #[test]
+    fn a_group_past_its_limit_keeps_viewers_in_step_and_makes_new_ones_wait_for_a_keyframe() {
+        let camera = h264_camera();
+        let viewer = Follower::default();
+        publish_h264(&camera, 1, 1, 10_000);
+        assert_eq!(take_all(&camera, &viewer), [1]);
+        let last = MAX_GOP_FRAMES as u64 + 10;
+        let lagging = Follower::default();
+        assert_eq!(take_all(&camera, &lagging), [1]);
+        for n in 2..=last {
+            publish_h264(&camera, n, n, 10_000);
+            assert_eq!(take_all(&camera, &viewer), [n], "in step: it goes on");
+        }
+        assert!(
+            take_all(&camera, &lagging).is_empty(),
+            "its next frame went with the oldest of the group"
+        );
+        let newcomer = Follower::default();
+        assert!(
+            take_all(&camera, &newcomer).is_empty(),
+            "no keyframe to start at"
+        );
+        publish_h264(&camera, 10_001, 10_001, 10_000);
+        assert_eq!(take_all(&camera, &newcomer), [10_001]);
+        assert_eq!(take_all(&camera, &lagging), [10_001]);
     }
 
     #[test]

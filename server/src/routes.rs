@@ -342,18 +342,18 @@ async fn snapshot(worker: Rc<Worker>, stream: TcpStream, cam: &str) {
     }
 }
 
-/// How long a snapshot waits for a camera that is idle (an on-demand camera, the JPEG copy of an
-/// H.264 camera) to send a frame: it starts when asked, which takes a camera a moment.
+/// How long a snapshot waits for the idle JPEG copy of an H.264 camera to send a frame: it
+/// starts when asked, and its capture must first decode from the last keyframe.
 const SNAPSHOT_WAKE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The camera's newest frame, if it is streaming (or gone: its last); an idle camera, or one
-/// that has not sent a frame yet, is asked for one (the request counts as a viewer meanwhile)
+/// The camera's newest frame. The JPEG copy of an H.264 camera, made only while watched, is
+/// asked for one when it is idle or has none yet (the request counts as its viewer meanwhile),
 /// and its first new frame is taken, or if none comes in time, the last it had.
 async fn current_frame(camera: &Camera) -> Option<Rc<Frame>> {
     let latest = camera.latest();
     let streaming = camera.state() == CameraState::Online && latest.is_some();
     let gone = matches!(camera.state(), CameraState::Offline | CameraState::Removed);
-    if streaming || gone {
+    if !camera.is_jpeg_copy() || streaming || gone {
         return latest;
     }
     let _watching = camera.count_viewer();

@@ -156,7 +156,9 @@ fn jpeg_only_routes_refuse_an_h264_camera_and_say_where_to_watch_it() {
 fn a_slow_viewer_resumes_at_keyframes_and_decodes_while_a_fast_one_misses_nothing() {
     let dir = temp_ring_dir();
     let _feeder = H264Feeder::start(dir.path(), "cam1", 30);
-    let server = Server::start(dir.path(), 1, &[]);
+    // A small send buffer, so that the kernel holds few frames for the slow viewer and the
+    // server sees it fall behind soon.
+    let server = Server::start(dir.path(), 1, &["--sndbuf", "8192"]);
     wait_camera_listed(&server, "cam1");
     let mut fast = ws_connect(server.port, "/ws/cam1");
     let mut slow = ws_connect_small_rcvbuf(server.port, "/ws/cam1", 4096);

@@ -31,17 +31,25 @@ export function decoderFor(codec, callbacks) {
 
 /** Bytes before the access unit in an H.264 message: flags, frame number, capture time. */
 const AU_HEADER_LEN = 17;
-/**
- * Frames waiting in the decoder beyond which a device is too slow for the stream: what waits is
- * dropped, and decoding goes on from the next keyframe, so the picture stays near the present.
- */
+/** Frames waiting in the decoder beyond which it may be too slow for the stream. */
 const MAX_DECODE_QUEUE = 15;
+/**
+ * How long the decoder may stay over MAX_DECODE_QUEUE before what waits is dropped: a new
+ * viewer's first group of pictures arrives all at once and drains, a device too slow for the
+ * stream never drains.
+ */
+const MAX_BACKLOG_MS = 1000;
+/** A decoded frame with more than this many frames still waiting behind it is not drawn. */
+const CATCH_UP_QUEUE = 2;
+/** Capture times kept for frames not yet out of the decoder (bounded against a decoder that drops). */
+const MAX_TIMINGS = 256;
 
 /**
  * H.264 access units (Annex B, parameter sets in-band on keyframes) decoded with WebCodecs. The
  * server sends the configuration first and the first frame is a keyframe; after an error, a
- * reconfiguration, or frames dropped for a slow device, delta frames are skipped until the next
- * keyframe, since a decoder cannot use a frame whose predecessors it lacks.
+ * reconfiguration, or a backlog that does not drain (a device too slow for the stream), delta
+ * frames are skipped until the next keyframe, since a decoder cannot use a frame whose
+ * predecessors it lacks.
  */
 export class H264Decoder {
   constructor({ onPicture, onError }) {
@@ -50,14 +58,17 @@ export class H264Decoder {
     this.config = null;
     this.decoder = null;
     this.needKey = true;
-    this.newestPushed = 0;
+    this.backlogSince = null;
     // Capture times by frame number (the chunk's timestamp), until the frame comes out.
     this.captureMs = new Map();
     this.closed = false;
   }
 
   configure({ codec, codedWidth, codedHeight }) {
-    this.config = { codec, codedWidth, codedHeight, optimizeForLatency: true };
+    this.config = { codec, optimizeForLatency: true };
+    if (codedWidth && codedHeight) {
+      Object.assign(this.config, { codedWidth, codedHeight });
+    }
     this.restart();
   }
 
@@ -68,6 +79,7 @@ export class H264Decoder {
     }
     this.captureMs.clear();
     this.needKey = true;
+    this.backlogSince = null;
     this.decoder = new VideoDecoder({
       output: (frame) => this.output(frame),
       error: (error) => this.failed(error),
@@ -85,17 +97,20 @@ export class H264Decoder {
     }
     const view = new DataView(data);
     const key = (view.getUint8(0) & 1) === 1;
-    const frameNo = Number(view.getBigUint64(1));
-    if (this.decoder.state === 'closed') {
+    if (this.decoder.state !== 'configured') {
+      // Closed by an error: a new decoder can only start at a keyframe.
+      if (!key) {
+        return;
+      }
       this.restart();
     }
-    if (!key && (this.needKey || this.decoder.decodeQueueSize > MAX_DECODE_QUEUE)) {
+    if (!key && (this.needKey || this.tooSlow())) {
       this.needKey = true;
       return;
     }
     this.needKey = false;
-    this.newestPushed = frameNo;
-    this.captureMs.set(frameNo, nanosToMs(view.getBigUint64(9)));
+    const frameNo = Number(view.getBigUint64(1));
+    this.rememberCapture(frameNo, nanosToMs(view.getBigUint64(9)));
     try {
       this.decoder.decode(new EncodedVideoChunk({
         type: key ? 'key' : 'delta',
@@ -107,18 +122,32 @@ export class H264Decoder {
     }
   }
 
+  /** Whether frames have waited in the decoder, more than it can take, for too long. */
+  tooSlow() {
+    if (this.decoder.decodeQueueSize <= MAX_DECODE_QUEUE) {
+      this.backlogSince = null;
+      return false;
+    }
+    this.backlogSince ??= performance.now();
+    return performance.now() - this.backlogSince > MAX_BACKLOG_MS;
+  }
+
+  rememberCapture(frameNo, captureMs) {
+    this.captureMs.set(frameNo, captureMs);
+    if (this.captureMs.size > MAX_TIMINGS) {
+      this.captureMs.delete(this.captureMs.keys().next().value);
+    }
+  }
+
   output(frame) {
+    // Looked up by the frame's own number, not by order: frames may come out of the decoder in
+    // another order than they went in (B-frames).
     const frameNo = frame.timestamp;
     const captureMs = this.captureMs.get(frameNo) ?? null;
-    for (const number of this.captureMs.keys()) {
-      if (number > frameNo) {
-        break;
-      }
-      this.captureMs.delete(number);
-    }
-    // Frames decoded to catch up (a new viewer starts at the group's keyframe, up to a second
-    // back) are not drawn: only the present is.
-    const catchingUp = this.newestPushed - frameNo > 2;
+    this.captureMs.delete(frameNo);
+    // Frames decoded to catch up (a new viewer starts at the group's keyframe, all of the group
+    // arriving at once) are not drawn: only the present is.
+    const catchingUp = this.decoder.decodeQueueSize > CATCH_UP_QUEUE;
     if (this.closed || catchingUp) {
       frame.close();
       return;

@@ -141,10 +141,23 @@ export class Tile {
       this.decoder = this.newDecoder(config.codec);
       this.decoder.configure(config);
       this.problem = null;
+      this.checkSupported(config);
     } catch (error) {
       this.problem = `cannot show this camera: ${error.message}`;
     }
     this.render();
+  }
+
+  /** Says so on the tile when this browser cannot decode what the camera sends. */
+  async checkSupported({ codec }) {
+    if (typeof VideoDecoder === 'undefined' || !codec?.startsWith('avc1.')) {
+      return;
+    }
+    const { supported } = await VideoDecoder.isConfigSupported({ codec });
+    if (!supported && !this.closed) {
+      this.problem = `cannot show this camera: this browser does not decode ${codec}`;
+      this.render();
+    }
   }
 
   draw(picture, { captureMs }) {

@@ -69,9 +69,14 @@ pub struct H264Feeder {
 impl H264Feeder {
     pub fn start(ring_dir: &Path, cam: &str, fps: u32) -> H264Feeder {
         let camera = CameraId::new(cam).expect("camera name");
-        let mut writer =
-            RingWriter::create_for_codec(ring_dir, &camera, RingGeometry::default(), Codec::H264)
-                .expect("create ring");
+        // Many small slots: a server busy with other tests may fall a few frames behind, and
+        // an H.264 reader lapped by the writer loses frames up to a keyframe.
+        let geometry = RingGeometry {
+            slot_count: 64,
+            slot_size: 256 << 10,
+        };
+        let mut writer = RingWriter::create_for_codec(ring_dir, &camera, geometry, Codec::H264)
+            .expect("create ring");
         writer.set_video_format(VideoFormat {
             width: WIDTH,
             height: HEIGHT,
