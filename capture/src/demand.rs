@@ -69,6 +69,49 @@ impl Demand for RemoteDemand {
     }
 }
 
+/// How long a wait on the first of two demands lasts before the second is looked at again.
+const LOOK_AT_SECOND_EVERY: Duration = Duration::from_millis(20);
+
+/// Watched while either of two demands is: an H.264 camera's own viewers, or those of its JPEG
+/// copy (someone who only watches its MJPEG still needs the camera to run).
+pub struct EitherDemand {
+    first: std::sync::Arc<dyn Demand>,
+    second: std::sync::Arc<dyn Demand>,
+}
+
+impl EitherDemand {
+    pub fn new(first: std::sync::Arc<dyn Demand>, second: std::sync::Arc<dyn Demand>) -> Self {
+        EitherDemand { first, second }
+    }
+}
+
+impl Demand for EitherDemand {
+    fn watched(&self) -> bool {
+        self.first.watched() || self.second.watched()
+    }
+    /// Moves when either moves (a sum that wraps back to the same value would need 2^32
+    /// changes between two looks).
+    fn generation(&self) -> u32 {
+        self.first
+            .generation()
+            .wrapping_add(self.second.generation())
+    }
+    /// Sleeps on the first in short slices, since one thread cannot sleep on both: a change
+    /// of the second is seen within [`LOOK_AT_SECOND_EVERY`].
+    fn wait_for_change(&self, generation: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.generation() == generation {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let first = self.first.generation();
+            self.first
+                .wait_for_change(first, left.min(LOOK_AT_SECOND_EVERY));
+        }
+    }
+}
+
 /// The idle rule: idle once nobody has watched for `idle_after`; active the moment somebody does.
 #[derive(Debug)]
 pub struct IdleRule {
@@ -141,5 +184,25 @@ mod tests {
         thread.join().unwrap();
         assert!(!demand.watched());
         assert_ne!(demand.generation(), generation);
+    }
+
+    #[test]
+    fn either_demand_is_watched_and_wakes_when_either_is() {
+        let camera = std::sync::Arc::new(RemoteDemand::default());
+        let copy = std::sync::Arc::new(RemoteDemand::default());
+        camera.set(false);
+        copy.set(false);
+        let either = EitherDemand::new(camera.clone(), copy.clone());
+        assert!(!either.watched());
+        let generation = either.generation();
+        let setter = std::sync::Arc::clone(&copy);
+        let thread = std::thread::spawn(move || setter.set(true));
+        either.wait_for_change(generation, Duration::from_secs(20));
+        thread.join().unwrap();
+        assert!(either.watched());
+        assert_ne!(either.generation(), generation);
+        copy.set(false);
+        camera.set(true);
+        assert!(either.watched());
     }
 }

@@ -38,6 +38,9 @@ pub enum CaptureError {
     #[error("JPEG library: {0}")]
     Jpeg(#[from] turbojpeg::Error),
 
+    #[error("the JPEG copy of the H.264 stream: {0}")]
+    JpegCopy(#[from] crate::h264::transcode::TranscodeError),
+
     #[error("{flag} works on JPEG frames only; leave it out with --codec h264")]
     JpegOnlyFlag { flag: &'static str },
 

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod demand;
 pub mod error;
 pub mod h264;
+pub mod jpeg_copy;
 pub mod jpeg_split;
 pub mod notify;
 pub mod overlay;

@@ -6,11 +6,14 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringbuf::{CameraId, Codec, RingGeometry, RingWriter, VideoFormat, WriterState};
+use ringbuf::demand::DemandFile;
+use ringbuf::frame::FrameTiming;
+use ringbuf::{CameraId, Codec, Feed, RingGeometry, RingWriter, VideoFormat, WriterState};
 use tracing::{info, warn};
 
 use crate::cli::Args;
-use crate::demand::{Demand, IdleRule, RemoteDemand, Transition};
+use crate::demand::{Demand, EitherDemand, IdleRule, RemoteDemand, Transition};
+use crate::jpeg_copy::{AccessUnit, JpegCopy};
 use crate::notify::{Condition, ServiceManager};
 use crate::pipeline::{Pipeline, PipelineOptions, Processed};
 use crate::push::{PushSink, PushUrl};
@@ -46,6 +49,7 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
     let source = source::build(&args.source, SourceOptions::from_args(args, camera.clone()));
     source.preflight()?;
     let (sink, demand) = open_sink(args, &camera, &stats)?;
+    let (jpeg_copy, copy_demand) = start_jpeg_copy(args, &camera)?.unzip();
     let pipeline = Pipeline::new(
         args.codec,
         &PipelineOptions {
@@ -86,9 +90,16 @@ pub fn run(args: &Args, camera: CameraId) -> Result<Ended, CaptureError> {
         fps_milli,
         format: VideoFormat::default(),
         corrupt_warnings: LogLimit::new(REPORT_EVERY),
+        jpeg_copy,
     };
-    let demand = if args.on_demand { demand } else { None };
+    let demand = if args.on_demand {
+        either_of(demand, copy_demand)
+    } else {
+        None
+    };
     let ended = capture.run_loop(&rx, demand.as_deref(), args, &shutdown);
+    // Stopping the copy's thread marks the copy offline with the camera.
+    capture.jpeg_copy = None;
 
     control.stop();
     drop(rx);
@@ -161,17 +172,47 @@ fn open_sink(
         )?;
         return Ok((Box::new(sink), Some(demand)));
     }
-    let geometry = RingGeometry {
-        slot_count: args.slots,
-        slot_size: args.max_frame_bytes,
-    };
-    let writer = RingWriter::create_for_codec(&args.ring_dir, camera, geometry, args.codec)?;
+    let writer =
+        RingWriter::create_for_codec(&args.ring_dir, camera, ring_geometry(args), args.codec)?;
     let demand: Option<Arc<dyn Demand>> = if args.on_demand {
         Some(ringbuf::demand::DemandFile::open(&args.ring_dir, camera)?)
     } else {
         None
     };
     Ok((Box::new(RingSink::new(writer, Arc::clone(stats))), demand))
+}
+
+fn ring_geometry(args: &Args) -> RingGeometry {
+    RingGeometry {
+        slot_count: args.slots,
+        slot_size: args.max_frame_bytes,
+    }
+}
+
+/// The JPEG copy and its demand.
+type StartedCopy = (JpegCopy, Arc<dyn Demand>);
+
+/// An H.264 camera writing a local ring also keeps its JPEG copy (see [`crate::jpeg_copy`]),
+/// idle until someone watches it.
+fn start_jpeg_copy(args: &Args, camera: &CameraId) -> Result<Option<StartedCopy>, CaptureError> {
+    if args.codec != Codec::H264 || args.push.is_some() {
+        return Ok(None);
+    }
+    let writer = RingWriter::create_jpeg_copy(&args.ring_dir, camera, ring_geometry(args))?;
+    let demand: Arc<dyn Demand> = DemandFile::open_feed(&args.ring_dir, camera, Feed::JpegCopy)?;
+    let copy = JpegCopy::start(writer, Arc::clone(&demand), args.quality)?;
+    Ok(Some((copy, demand)))
+}
+
+/// An on-demand H.264 camera runs while its own ring or its JPEG copy is watched.
+fn either_of(
+    camera: Option<Arc<dyn Demand>>,
+    jpeg_copy: Option<Arc<dyn Demand>>,
+) -> Option<Arc<dyn Demand>> {
+    match (camera, jpeg_copy) {
+        (Some(camera), Some(copy)) => Some(Arc::new(EitherDemand::new(camera, copy))),
+        (camera, copy) => camera.or(copy),
+    }
 }
 
 fn sink_description(args: &Args, camera: &CameraId) -> String {
@@ -228,6 +269,7 @@ struct Capture {
     fps_milli: u32,
     format: VideoFormat,
     corrupt_warnings: LogLimit,
+    jpeg_copy: Option<JpegCopy>,
 }
 
 impl Capture {
@@ -346,6 +388,17 @@ impl Capture {
                     self.format = format;
                 }
                 let published = self.sink.publish(frame, captured.capture, kind);
+                if let (true, Some(copy)) = (published, &self.jpeg_copy) {
+                    copy.offer(AccessUnit {
+                        bytes: frame.to_vec(),
+                        kind,
+                        timing: FrameTiming {
+                            frame_no,
+                            capture: captured.capture,
+                        },
+                        fps_milli: format.fps_milli,
+                    });
+                }
                 self.condition = Condition::Streaming;
                 if !published {
                     // Frames after one that is missing would not decode until the next keyframe.

@@ -1,11 +1,13 @@
 //! H.264 in capture: cutting a byte stream into access units ([`split`]), keeping every
 //! keyframe decodable on its own ([`pipeline`]), reading the picture size from the SPS
-//! ([`sps`]), and encoding the test pattern ([`encoder`]).
+//! ([`sps`]), encoding the test pattern ([`encoder`]), and decoding access units into JPEG for
+//! the camera's JPEG copy ([`transcode`]).
 
 pub mod encoder;
 pub mod pipeline;
 pub mod split;
 pub mod sps;
+pub mod transcode;
 
 /// Whether NAL units of this type (a slice or a slice data partition) carry a picture.
 fn carries_picture(nal_type: u8) -> bool {
