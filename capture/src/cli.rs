@@ -36,7 +36,8 @@ pub struct Args {
     pub fps: Option<u32>,
 
     /// What goes into the ring: mjpeg (JPEG frames) or h264 (H.264 access units, from --source
-    /// test, encoded here, or from --source stdin, an Annex B stream passed through).
+    /// test, encoded here, or passed through from --source stdin, an Annex B stream, or from an
+    /// rtsp:// camera's H.264).
     #[arg(long, env = "RINGCAST_CODEC", default_value = "mjpeg")]
     pub codec: Codec,
 
@@ -169,7 +170,8 @@ pub enum SourceSpec {
     V4l2(PathBuf),
     Http(String),
     Stdin,
-    /// rtsp:// or rtmp://, read through an ffmpeg child.
+    /// rtsp:// or rtmp://, read through an ffmpeg child (or, rtsp:// with `--codec h264`, through
+    /// retina).
     Ffmpeg(String),
 }
 
@@ -184,8 +186,15 @@ impl SourceSpec {
     pub fn can_deliver(&self, codec: Codec) -> bool {
         match codec {
             Codec::Jpeg => true,
-            Codec::H264 => matches!(self, SourceSpec::TestPattern | SourceSpec::Stdin),
+            Codec::H264 => {
+                matches!(self, SourceSpec::TestPattern | SourceSpec::Stdin) || self.is_rtsp()
+            }
         }
+    }
+
+    /// Whether this is an rtsp:// camera.
+    pub fn is_rtsp(&self) -> bool {
+        matches!(self, SourceSpec::Ffmpeg(url) if has_scheme(url, "rtsp://"))
     }
 
     /// The kind of source, as the `--source` value begins (for messages: URLs may hold
@@ -196,9 +205,16 @@ impl SourceSpec {
             SourceSpec::V4l2(_) => "v4l2",
             SourceSpec::Http(_) => "http",
             SourceSpec::Stdin => "stdin",
-            SourceSpec::Ffmpeg(_) => "rtsp/rtmp",
+            SourceSpec::Ffmpeg(_) if self.is_rtsp() => "rtsp",
+            SourceSpec::Ffmpeg(_) => "rtmp",
         }
     }
+}
+
+/// Whether `url` begins with `scheme` (given in lower case), in any case.
+fn has_scheme(url: &str, scheme: &str) -> bool {
+    url.get(..scheme.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
 }
 
 impl FromStr for SourceSpec {
@@ -381,16 +397,17 @@ mod tests {
     }
 
     #[test]
-    fn h264_comes_from_the_test_pattern_or_stdin() {
-        assert!(parse(&["--codec", "h264"]).check_codec_flags().is_ok());
-        assert!(parse(&["--codec", "h264", "--source", "stdin"])
-            .check_codec_flags()
-            .is_ok());
-        let refused = parse(&["--codec", "h264", "--source", "rtsp://u:secret@cam/1"])
+    fn h264_comes_from_the_test_pattern_stdin_or_rtsp() {
+        for source in ["test", "stdin", "rtsp://u:secret@cam/1", "RTSP://cam/1"] {
+            assert!(parse(&["--codec", "h264", "--source", source])
+                .check_codec_flags()
+                .is_ok());
+        }
+        let refused = parse(&["--codec", "h264", "--source", "rtmp://u:secret@cam/1"])
             .check_codec_flags()
             .unwrap_err()
             .to_string();
-        assert!(refused.starts_with("--source rtsp/rtmp cannot deliver --codec h264"));
+        assert!(refused.starts_with("--source rtmp cannot deliver --codec h264"));
         assert!(!refused.contains("secret"));
         assert_eq!(parse(&[]).codec, Codec::Jpeg);
     }

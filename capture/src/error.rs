@@ -48,7 +48,7 @@ pub enum CaptureError {
     EncoderFlagUnused { flag: &'static str },
 
     #[error(
-        "--source {kind} cannot deliver --codec {codec}: H.264 comes from --source test or stdin"
+        "--source {kind} cannot deliver --codec {codec}: H.264 comes from --source test, stdin or rtsp://…"
     )]
     CodecUnavailable {
         kind: &'static str,
@@ -81,6 +81,15 @@ pub enum SourceError {
 
     #[error("H.264 encoding: {0}")]
     H264(#[from] openh264::Error),
+
+    #[error("RTSP: {0}")]
+    Rtsp(#[from] retina::Error),
+
+    #[error("the RTSP camera offers no H.264 video (it offers {offered}); --codec mjpeg reads other codecs through ffmpeg")]
+    NotH264 { offered: String },
+
+    #[error("{url} is not a usable rtsp:// URL: {reason}")]
+    BadRtspUrl { url: String, reason: String },
 
     #[error("the H.264 encoder cannot take {size} pictures: {reason}")]
     UnsupportedSize {

@@ -356,8 +356,8 @@ fn flags_that_do_not_fit_h264_are_refused_by_name() {
             "--source v4l2 cannot deliver --codec h264",
         ),
         (
-            &["--codec", "h264", "--source", "rtsp://user:pw@cam/1"],
-            "--source rtsp/rtmp cannot deliver --codec h264",
+            &["--codec", "h264", "--source", "rtmp://user:pw@cam/1"],
+            "--source rtmp cannot deliver --codec h264",
         ),
         (
             &["--codec", "h264", "--timestamp"],

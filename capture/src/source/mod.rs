@@ -8,6 +8,7 @@
 mod byte_stream;
 mod ffmpeg;
 pub mod http;
+pub mod rtsp;
 mod stdin;
 mod test_pattern;
 pub mod v4l2;
@@ -22,6 +23,7 @@ use crate::SourceError;
 
 pub use ffmpeg::{ffmpeg_args, FfmpegSource};
 pub use http::HttpSource;
+pub use rtsp::RtspSource;
 pub use stdin::StdinSource;
 pub use test_pattern::{wall_clock_text, TestPattern};
 pub use v4l2::V4l2Source;
@@ -119,6 +121,9 @@ pub fn build(spec: &SourceSpec, options: SourceOptions) -> Box<dyn Source> {
         SourceSpec::V4l2(path) => Box::new(V4l2Source::new(path.clone(), options)),
         SourceSpec::Http(url) => Box::new(HttpSource::new(url.clone(), options.max_frame_bytes)),
         SourceSpec::Stdin => Box::new(StdinSource::new(&options)),
+        SourceSpec::Ffmpeg(url) if spec.is_rtsp() && options.codec == Codec::H264 => {
+            Box::new(RtspSource::new(url.clone(), &options))
+        }
         SourceSpec::Ffmpeg(url) => Box::new(FfmpegSource::new(url.clone(), options)),
     }
 }
