@@ -197,7 +197,12 @@ mod tests {
         let generation = either.generation();
         let setter = std::sync::Arc::clone(&copy);
         let thread = std::thread::spawn(move || setter.set(true));
+        let waited = std::time::Instant::now();
         either.wait_for_change(generation, Duration::from_secs(20));
+        assert!(
+            waited.elapsed() < Duration::from_secs(10),
+            "the copy's change did not wake the wait"
+        );
         thread.join().unwrap();
         assert!(either.watched());
         assert_ne!(either.generation(), generation);

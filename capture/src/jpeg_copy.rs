@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ringbuf::frame::{insert_timing, FrameTiming};
-use ringbuf::{FrameKind, FrameNo, RingWriter, VideoFormat};
+use ringbuf::{FrameKind, FrameNo, RingWriter, VideoFormat, WriterState};
 use tracing::warn;
 
 use crate::demand::Demand;
@@ -23,8 +23,9 @@ use crate::h264::transcode::{TranscodeError, Transcoder};
 use crate::stats::LogLimit;
 use crate::CaptureError;
 
-/// Access units waiting for the thread before the oldest are dropped: enough to ride out the
-/// decoding of a whole group when the first viewer comes.
+/// Access units waiting for the thread before the oldest are dropped. A first viewer's
+/// catching up on a long group (hundreds of frames at 1080p) can outlast this: the copy then
+/// starts at the next keyframe instead.
 const HANDOFF_UNITS: usize = 16;
 /// The group of pictures kept while waiting for viewers is given up past either bound (a
 /// stream with rare keyframes); the copy then starts at the next keyframe.
@@ -68,6 +69,7 @@ impl JpegCopy {
             group: GroupOfPictures::default(),
             decoded: 0,
             watched: false,
+            camera_down: false,
             format: VideoFormat::default(),
             last_heartbeat: Instant::now(),
             out: Vec::new(),
@@ -92,6 +94,12 @@ impl JpegCopy {
     pub fn offer(&self, unit: AccessUnit) {
         self.handoff.push(unit);
     }
+
+    /// The camera lost its source: the copy says so too, rather than look alive with a frozen
+    /// picture, until the camera's units come again.
+    pub fn camera_lost(&self) {
+        self.handoff.note_camera_lost();
+    }
 }
 
 impl Drop for JpegCopy {
@@ -106,6 +114,8 @@ impl Drop for JpegCopy {
 #[derive(Debug, Default)]
 struct Queue {
     units: VecDeque<AccessUnit>,
+    /// The camera lost its source since the thread last looked.
+    camera_lost: bool,
     closed: bool,
 }
 
@@ -142,6 +152,17 @@ impl Handoff {
         self.ready.notify_one();
     }
 
+    fn note_camera_lost(&self) {
+        let mut queue = self.lock();
+        queue.units.clear();
+        queue.camera_lost = true;
+        self.ready.notify_one();
+    }
+
+    fn take_camera_lost(&self) -> bool {
+        std::mem::take(&mut self.lock().camera_lost)
+    }
+
     fn is_closed(&self) -> bool {
         self.lock().closed
     }
@@ -150,7 +171,9 @@ impl Handoff {
         let queue = self.lock();
         let (mut queue, _) = self
             .ready
-            .wait_timeout_while(queue, timeout, |q| q.units.is_empty() && !q.closed)
+            .wait_timeout_while(queue, timeout, |q| {
+                q.units.is_empty() && !q.closed && !q.camera_lost
+            })
             .unwrap_or_else(|e| e.into_inner());
         if queue.closed {
             return Popped::Closed;
@@ -220,6 +243,8 @@ struct Copier {
     /// How many units of the group the decoder has had; 0 when it must start at the keyframe.
     decoded: usize,
     watched: bool,
+    /// The copy's ring says the camera's source is down, until its units come again.
+    camera_down: bool,
     format: VideoFormat,
     last_heartbeat: Instant,
     out: Vec<u8>,
@@ -232,6 +257,9 @@ struct Lost;
 impl Copier {
     fn run(mut self, handoff: &Handoff) {
         loop {
+            if handoff.take_camera_lost() && self.camera_lost().is_err() {
+                return;
+            }
             let step = match handoff.pop(HEARTBEAT_EVERY) {
                 Popped::Unit(unit) => self.take(unit, handoff),
                 Popped::Nothing => Ok(()),
@@ -247,7 +275,21 @@ impl Copier {
         }
     }
 
+    /// What the copy had of the stream is gone with the camera's source; its ring says so.
+    fn camera_lost(&mut self) -> Result<(), Lost> {
+        self.group.clear();
+        self.decoded = 0;
+        self.camera_down = true;
+        let down = self.writer.set_state(WriterState::SourceDown);
+        self.note_ring_error(down)
+    }
+
     fn take(&mut self, unit: AccessUnit, handoff: &Handoff) -> Result<(), Lost> {
+        if std::mem::take(&mut self.camera_down) && !self.demand.watched() {
+            // Back, but nobody watches the copy: idle again (publishing says streaming).
+            let idled = self.writer.set_idle(true);
+            self.note_ring_error(idled)?;
+        }
         if self.group.add(unit) != Added::Continued {
             self.decoded = 0;
         }

@@ -304,7 +304,10 @@ impl Capture {
                 match frames.recv_timeout(TICK) {
                     Ok(SourceEvent::Frame(frame)) => self.handle(&frame),
                     Ok(SourceEvent::Broken { bytes }) => {
-                        self.count_corrupt(&format!("a broken piece of the stream ({bytes} bytes)"))
+                        self.count_corrupt(&format!(
+                            "a broken piece of the stream ({bytes} bytes)"
+                        ));
+                        self.restart_at_keyframe();
                     }
                     Ok(SourceEvent::Negotiated { fps }) => {
                         self.fps_milli = fps.saturating_mul(1000)
@@ -312,6 +315,9 @@ impl Capture {
                     Ok(SourceEvent::Lost) => {
                         self.condition = Condition::SourceDown;
                         self.sink.set_state(WriterState::SourceDown);
+                        if let Some(copy) = &self.jpeg_copy {
+                            copy.camera_lost();
+                        }
                         self.restart_at_keyframe();
                     }
                     Ok(SourceEvent::Finished) => return Ended::InputFinished,
@@ -411,7 +417,11 @@ impl Capture {
             Processed::BeforeKeyframe => {
                 self.stats.before_keyframe.fetch_add(1, Relaxed);
             }
-            Processed::Corrupt(reason) => self.count_corrupt(&format!("a corrupt frame: {reason}")),
+            Processed::Corrupt(reason) => {
+                self.count_corrupt(&format!("a corrupt frame: {reason}"));
+                // The H.264 frames after a dropped one refer to it.
+                self.restart_at_keyframe();
+            }
         }
     }
 

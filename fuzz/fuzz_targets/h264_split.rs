@@ -7,9 +7,9 @@
 //!
 //! Invariants: an access unit is at most the limit; what comes out are disjoint pieces of the
 //! stream, in order; after the splitter has said "no more units", it holds at most the limit
-//! plus the five bytes of a start code it has yet to judge (zero byte, start code, header); the units and the number of broken pieces do not depend on how the stream
-//! was cut into pushes; and every keyframe the pipeline publishes holds an SPS, a PPS and an IDR
-//! slice.
+//! plus the five bytes of a start code it has yet to judge (zero byte, start code, header); the
+//! units and the number of broken pieces do not depend on how the stream was cut into pushes;
+//! and every keyframe the pipeline publishes holds an SPS, a PPS and an IDR slice.
 #![no_main]
 
 use capture::h264::pipeline::H264Pipeline;

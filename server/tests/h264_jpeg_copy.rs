@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringbuf::demand::{DemandFile, DEFAULT_CELL_EXPIRY};
-use ringbuf::{feed_ring_path, CameraId, Feed, RingReader};
+use ringbuf::{feed_ring_path, CameraId, Feed, RingReader, WriterStatus};
 
 const CAM: &str = "h1";
 
@@ -27,6 +27,14 @@ fn copy_frames_published(dir: &Path) -> u64 {
         .expect("the copy's ring")
         .info()
         .frames_published
+}
+
+/// Whether the copy's ring says its writer idles (it does so before it stops decoding).
+fn copy_idle(dir: &Path) -> bool {
+    RingReader::open(&feed_ring_path(dir, &camera(), Feed::JpegCopy))
+        .expect("the copy's ring")
+        .writer_status(Duration::from_secs(3))
+        == WriterStatus::Idle
 }
 
 fn start_h264_capture(dir: &Path) -> ChildGuard {
@@ -82,8 +90,8 @@ fn an_h264_capture_fills_its_jpeg_copy_only_while_a_jpeg_route_is_watched() {
     wait_for("no demand for the copy once nobody watches", || {
         (copy_viewers(dir.path()) == 0).then_some(())
     });
-    // A frame being made when the last viewer left may still land.
-    std::thread::sleep(Duration::from_millis(300));
+    // A frame being made when the last viewer left may still land, before the copy idles.
+    wait_for("the copy to idle", || copy_idle(dir.path()).then_some(()));
     let published = copy_frames_published(dir.path());
     assert!(published >= 2, "the copy was filled while watched");
     std::thread::sleep(Duration::from_secs(1));

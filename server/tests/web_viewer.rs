@@ -196,6 +196,36 @@ fn an_h264_camera_plays_through_webcodecs_with_its_rate_and_latency() {
 }
 
 #[test]
+fn without_webcodecs_an_h264_tile_shows_the_cameras_jpeg_copy() {
+    let dir = temp_ring_dir();
+    let _camera = ChildGuard(
+        std::process::Command::new(capture_binary())
+            .args([
+                "--camera", "h264cam", "--source", "test", "--size", "320x180",
+            ])
+            .args(["--codec", "h264", "--fps", "10"])
+            .arg("--ring-dir")
+            .arg(dir.path())
+            .env("RINGCAST_LOG", "warn")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start ringcast-capture"),
+    );
+    let server = Server::start(dir.path(), 1, &[]);
+    wait_online(&server, &["h264cam"]);
+    let mut browser = Browser::open(&server.url("/"), 1280, 720);
+    browser.eval("delete window.VideoDecoder");
+    assert_eq!(browser.eval("typeof VideoDecoder"), "undefined");
+    open_tile(&mut browser, "h264cam");
+    wait_all_live(&mut browser);
+    // Without a decoder for the camera's H.264, what moves on the tile is its JPEG copy.
+    let before = picture_hash(&mut browser, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(picture_hash(&mut browser, 0), before, "a still picture");
+    assert_no_errors(&mut browser);
+}
+
+#[test]
 fn a_stopped_camera_shows_offline_within_two_seconds_and_comes_back_without_a_reload() {
     let dir = temp_ring_dir();
     let mut cam1 = camera(dir.path(), "cam1", 10);

@@ -1,10 +1,16 @@
-// One tile's WebSocket to `/ws/{camera}`: open while the tile is shown, opened again after a
-// growing, jittered delay when it drops, closed when the tile is hidden or closed.
+// One tile's WebSocket to `/ws/{camera}` (or, for a browser that cannot decode the camera's
+// H.264, to the route that sends its JPEG copy): open while the tile is shown, opened again
+// after a growing, jittered delay when it drops, closed when the tile is hidden or closed.
 
 import { webSocketUrl } from './api.js';
 
 /** The server's close code for a viewer that could not keep up. */
 export const TOO_SLOW = 4008;
+
+/** The camera's frames as it makes them (JPEG or H.264). */
+const NATIVE_ROUTE = '/ws/';
+/** JPEG always: for an H.264 camera, the JPEG copy its capture makes while watched. */
+const JPEG_ROUTE = '/websocket_handler_site/';
 
 const FIRST_RETRY_MS = 500;
 const LAST_RETRY_MS = 10_000;
@@ -20,6 +26,7 @@ export class CameraConnection {
   constructor(camera, handlers) {
     this.camera = camera;
     this.handlers = handlers;
+    this.route = NATIVE_ROUTE;
     this.socket = null;
     this.wanted = false;
     this.retryTimer = null;
@@ -40,6 +47,19 @@ export class CameraConnection {
     if (this.wanted && this.retryTimer !== null) {
       clearTimeout(this.retryTimer);
       this.open();
+    }
+  }
+
+  /** From now on asks for JPEG frames, reconnecting if connected: for a browser that cannot
+   * decode what the camera sends. */
+  useJpegRoute() {
+    if (this.route === JPEG_ROUTE) {
+      return;
+    }
+    this.route = JPEG_ROUTE;
+    if (this.wanted) {
+      this.stop();
+      this.start();
     }
   }
 
@@ -68,7 +88,7 @@ export class CameraConnection {
   open() {
     this.retryTimer = null;
     this.handlers.onConnecting();
-    const socket = new WebSocket(webSocketUrl(`/ws/${encodeURIComponent(this.camera)}`));
+    const socket = new WebSocket(webSocketUrl(`${this.route}${encodeURIComponent(this.camera)}`));
     socket.binaryType = 'arraybuffer';
     socket.onopen = () => {
       this.healthyTimer = setTimeout(() => {

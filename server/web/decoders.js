@@ -15,6 +15,14 @@
 //                      VideoFrame for H.264); captureMs is null without timing
 //   onError(message)   a message that could not be decoded (the next one may be fine)
 
+/** Whether this browser has a decoder for `codec` (as a decoder configuration names it). */
+export function canDecode(codec) {
+  if (codec === undefined || codec === 'jpeg') {
+    return true;
+  }
+  return codec.startsWith('avc1.') && typeof VideoDecoder !== 'undefined';
+}
+
 /** The decoder for a camera's codec, as its decoder configuration names it. */
 export function decoderFor(codec, callbacks) {
   if (codec === undefined || codec === 'jpeg') {

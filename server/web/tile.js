@@ -3,7 +3,7 @@
 
 import { withToken } from './api.js';
 import { CameraConnection, TOO_SLOW } from './connection.js';
-import { decoderFor } from './decoders.js';
+import { canDecode, decoderFor } from './decoders.js';
 
 /** A live tile that has drawn nothing for this long says what the camera is doing. */
 const STALE_AFTER_MS = 2000;
@@ -137,6 +137,10 @@ export class Tile {
   configure(text) {
     try {
       const config = JSON.parse(text);
+      if (!canDecode(config.codec)) {
+        this.connection.useJpegRoute();
+        return;
+      }
       this.decoder.close();
       this.decoder = this.newDecoder(config.codec);
       this.decoder.configure(config);
@@ -148,15 +152,14 @@ export class Tile {
     this.render();
   }
 
-  /** Says so on the tile when this browser cannot decode what the camera sends. */
+  /** Falls back to the camera's JPEG frames when this browser cannot decode its H.264 profile. */
   async checkSupported({ codec }) {
     if (typeof VideoDecoder === 'undefined' || !codec?.startsWith('avc1.')) {
       return;
     }
     const { supported } = await VideoDecoder.isConfigSupported({ codec });
     if (!supported && !this.closed) {
-      this.problem = `cannot show this camera: this browser does not decode ${codec}`;
-      this.render();
+      this.connection.useJpegRoute();
     }
   }
 

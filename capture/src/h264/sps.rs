@@ -3,7 +3,7 @@
 //! RTSP client uses.
 
 use h264_reader::nal::sps::SeqParameterSet;
-use h264_reader::rbsp::{decode_nal, BitReader};
+use h264_reader::rbsp::{decode_nal, BitRead, BitReader, BitReaderError, Numeric, Primitive};
 
 use crate::cli::Size;
 use crate::pipeline::Picture;
@@ -28,7 +28,7 @@ pub fn picture_of(nal: &[u8]) -> Result<Picture, SpsError> {
         return Err(SpsError::Unreadable("no header byte".into()));
     }
     let rbsp = decode_nal(nal).map_err(|e| SpsError::Unreadable(e.to_string()))?;
-    let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..]))
+    let sps = SeqParameterSet::from_bits(TrailingDataTolerated(BitReader::new(&rbsp[..])))
         .map_err(|e| SpsError::Unreadable(format!("{e:?}")))?;
     let (width, height) = sps
         .pixel_dimensions()
@@ -42,6 +42,56 @@ pub fn picture_of(nal: &[u8]) -> Result<Picture, SpsError> {
         height,
         fps_milli: stated_fps_milli(&sps),
     })
+}
+
+/// A reader that lets an SPS end with bytes after its trailing bits. Some cameras send such an
+/// SPS, decoders play it, and retina accepts it: refusing it would refuse every keyframe of
+/// those cameras. Everything else is the inner reader's.
+struct TrailingDataTolerated<R>(R);
+
+impl<R: BitRead> BitRead for TrailingDataTolerated<R> {
+    fn read_ue(&mut self, name: &'static str) -> Result<u32, BitReaderError> {
+        self.0.read_ue(name)
+    }
+
+    fn read_se(&mut self, name: &'static str) -> Result<i32, BitReaderError> {
+        self.0.read_se(name)
+    }
+
+    fn read_bool(&mut self, name: &'static str) -> Result<bool, BitReaderError> {
+        self.0.read_bool(name)
+    }
+
+    fn read<U: Numeric>(
+        &mut self,
+        bit_count: u32,
+        name: &'static str,
+    ) -> Result<U, BitReaderError> {
+        self.0.read(bit_count, name)
+    }
+
+    fn read_to<V: Primitive>(&mut self, name: &'static str) -> Result<V, BitReaderError> {
+        self.0.read_to(name)
+    }
+
+    fn skip(&mut self, bit_count: u32, name: &'static str) -> Result<(), BitReaderError> {
+        self.0.skip(bit_count, name)
+    }
+
+    fn has_more_rbsp_data(&mut self, name: &'static str) -> Result<bool, BitReaderError> {
+        self.0.has_more_rbsp_data(name)
+    }
+
+    fn finish_rbsp(self) -> Result<(), BitReaderError> {
+        match self.0.finish_rbsp() {
+            Err(BitReaderError::RemainingData) => Ok(()),
+            other => other,
+        }
+    }
+
+    fn finish_sei_payload(self) -> Result<(), BitReaderError> {
+        self.0.finish_sei_payload()
+    }
 }
 
 /// The frame rate of the SPS's timing information: two ticks a frame, as x264 and cameras
@@ -66,6 +116,14 @@ mod tests {
         0x67, 0x42, 0xC0, 0x28, 0xDA, 0x01, 0xE0, 0x08, 0x9F, 0x97, 0x01, 0x10, 0x00, 0x00, 0x03,
         0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xC0, 0xF1, 0x83, 0x2A,
     ];
+
+    #[test]
+    fn an_sps_with_bytes_after_its_trailing_bits_is_read() {
+        let mut padded = SPS_1080P.to_vec();
+        padded.extend_from_slice(&[0x12, 0x34]);
+        assert_eq!(picture_of(&padded), picture_of(SPS_1080P));
+        assert!(picture_of(SPS_1080P).is_ok());
+    }
 
     #[test]
     fn size_and_frame_rate_come_from_the_sps() {

@@ -1,6 +1,7 @@
 //! Camera sources. Each kind of camera is one file here implementing [`Source`]: `open` connects
 //! (or opens the device) and returns a [`FrameStream`] of frames (JPEGs, or H.264 access units
-//! with `--codec h264`); dropping the stream releases the camera. The supervisor calls `open` again after a failure or an idle period.
+//! with `--codec h264`); dropping the stream releases the camera. The supervisor calls `open`
+//! again after a failure or an idle period.
 //!
 //! To add a source: write `source/<kind>.rs` with a `Source` and a `FrameStream`, add a
 //! [`SourceSpec`] variant in `cli.rs` and a line in [`build`].

@@ -35,7 +35,7 @@ const CONNECT_LIMIT: Duration = Duration::from_secs(10);
 const SILENT_LIMIT: Duration = Duration::from_secs(15);
 /// How long closing a stream waits for retina's TEARDOWN, within the time capture gives its
 /// source thread to stop.
-const TEARDOWN_LIMIT: Duration = Duration::from_millis(300);
+const TEARDOWN_LIMIT: Duration = Duration::from_millis(200);
 
 /// Annex B, as the ring holds it, with the parameter sets before every keyframe: cameras often
 /// send them only in the SDP, and the pipeline learns them from the access units.
@@ -46,10 +46,21 @@ const ANNEX_B_WITH_PARAMETER_SETS: FrameFormat = FrameFormat {
 };
 
 /// An rtsp:// URL taken apart for retina, which refuses credentials inside the URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RtspTarget {
     pub url: Url,
     pub credentials: Option<Credentials>,
+}
+
+/// Written by hand: retina's `Credentials` would print the password.
+impl std::fmt::Debug for RtspTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let user = self.credentials.as_ref().map(|c| c.username.as_str());
+        f.debug_struct("RtspTarget")
+            .field("url", &self.url.as_str())
+            .field("user", &user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RtspTarget {
@@ -184,10 +195,19 @@ impl Source for RtspSource {
                         CONNECT_LIMIT.as_secs()
                     ))
                 })?
-        })?;
+        });
+        let playing = match playing {
+            Ok(playing) => playing,
+            Err(e) => {
+                // Not a plain drop, which waits for the blocking pool: a host name lookup
+                // still hanging there would hold the source thread.
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         Ok(Box::new(RtspStream {
             playing: Some(playing),
-            runtime,
+            runtime: Some(runtime),
             group,
             last_video: Instant::now(),
             damaged: false,
@@ -230,7 +250,8 @@ struct RtspStream {
     /// `None` only while the stream is dropped: the session must go before the runtime it
     /// runs on.
     playing: Option<Playing>,
-    runtime: Runtime,
+    /// `None` only while the stream is dropped (shut down without waiting, as in `open`).
+    runtime: Option<Runtime>,
     group: Arc<SessionGroup>,
     last_video: Instant,
     /// RTP packets were lost: frames until the next keyframe would not decode.
@@ -268,14 +289,13 @@ impl RtspStream {
 
 impl FrameStream for RtspStream {
     fn next_frame(&mut self) -> Result<Option<Pulled>, SourceError> {
-        let Some(playing) = self.playing.as_mut() else {
+        let (Some(playing), Some(runtime)) = (self.playing.as_mut(), self.runtime.as_ref()) else {
             return Err(SourceError::Protocol("the RTSP session is closed".into()));
         };
         let stream_id = playing.stream_id;
-        let _context = self.runtime.enter();
-        let item = self
-            .runtime
-            .block_on(tokio::time::timeout(POLL, playing.frames.next()));
+        // The timer is made inside `block_on`, where the runtime's context is.
+        let item =
+            runtime.block_on(async { tokio::time::timeout(POLL, playing.frames.next()).await });
         match item {
             Err(_elapsed) => self.check_silence(),
             Ok(None) => Err(SourceError::Protocol(
@@ -292,13 +312,17 @@ impl FrameStream for RtspStream {
 
 impl Drop for RtspStream {
     fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
         // retina sends TEARDOWN from a task it spawns when the session is dropped.
-        let _context = self.runtime.enter();
+        let context = runtime.enter();
         drop(self.playing.take());
-        let _ = self.runtime.block_on(tokio::time::timeout(
-            TEARDOWN_LIMIT,
-            self.group.await_teardown(),
-        ));
+        let _ = runtime.block_on(async {
+            tokio::time::timeout(TEARDOWN_LIMIT, self.group.await_teardown()).await
+        });
+        drop(context);
+        runtime.shutdown_background();
     }
 }
 
