@@ -59,7 +59,9 @@ fn a_websocket_viewer_of_an_rtsp_h264_camera_receives_decodable_video() {
     let Message::Config(config) = next_message(&mut ws) else {
         panic!("the first message is not the decoder configuration");
     };
-    assert!(config["codec"].as_str().is_some_and(|c| c.starts_with("avc1.")));
+    assert!(config["codec"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("avc1.")));
     let mut stream = Vec::new();
     let mut units = 0;
     while units < 45 {
