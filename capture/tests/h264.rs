@@ -42,28 +42,6 @@ fn x264_stream(x264_params: &str) -> Vec<u8> {
     output.stdout
 }
 
-/// Decodes an Annex B stream with ffmpeg: the number of frames, or ffmpeg's complaint.
-fn decoded_frames(stream: &[u8]) -> Result<usize, String> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("ring.h264");
-    std::fs::write(&file, stream).unwrap();
-    let decode = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-f", "h264", "-i"])
-        .arg(&file)
-        .args(["-f", "framemd5", "-"])
-        .output()
-        .expect("run ffmpeg");
-    let errors = String::from_utf8_lossy(&decode.stderr);
-    if !decode.status.success() || !errors.trim().is_empty() {
-        return Err(errors.into_owned());
-    }
-    let frames = String::from_utf8_lossy(&decode.stdout)
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .count();
-    Ok(frames)
-}
-
 /// Everything the (finished) writer left in the ring from `reader`'s position on.
 fn drain(reader: &mut RingReader) -> Vec<(FrameMeta, Vec<u8>)> {
     let mut frames = Vec::new();
@@ -102,11 +80,6 @@ fn published_from_stdin(stream: &[u8]) -> (Vec<(FrameMeta, Vec<u8>)>, VideoForma
         .expect("capture did not exit at the end of its input");
     assert!(status.success(), "capture failed: {status}");
     (drain(&mut reader), reader.info().format)
-}
-
-/// The access units of `frames` one after the other: the stream a reader received.
-fn concatenated(frames: &[(FrameMeta, Vec<u8>)]) -> Vec<u8> {
-    frames.iter().flat_map(|(_, unit)| unit.clone()).collect()
 }
 
 fn assert_every_keyframe_is_self_sufficient(frames: &[(FrameMeta, Vec<u8>)]) {

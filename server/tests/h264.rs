@@ -4,8 +4,8 @@
 
 mod common;
 use common::h264::{
-    access_units, decode_with_ffmpeg, next_message, AccessUnit, H264Feeder, JpegCopyFeeder,
-    Message, GOP, HEIGHT, WIDTH,
+    access_units, decode_with_ffmpeg, jpeg_copy_viewers, next_message, AccessUnit, H264Feeder,
+    JpegCopyFeeder, Message, GOP, HEIGHT, WIDTH,
 };
 use common::*;
 use ringbuf::FrameKind;
@@ -92,12 +92,7 @@ fn jpeg_routes_serve_the_jpeg_copy_of_an_h264_camera_and_only_while_watched() {
     let _copier = JpegCopyFeeder::start(dir.path(), "cam1", 10);
     let server = Server::start(dir.path(), 2, &[]);
     wait_camera_listed(&server, "cam1");
-    let copy_demand = || {
-        let camera = ringbuf::CameraId::new("cam1").unwrap();
-        ringbuf::demand::DemandFile::open_feed(dir.path(), &camera, ringbuf::Feed::JpegCopy)
-            .unwrap()
-            .viewers(ringbuf::demand::DEFAULT_CELL_EXPIRY)
-    };
+    let copy_demand = || jpeg_copy_viewers(dir.path(), "cam1");
     assert_eq!(copy_demand(), 0, "nobody watches a JPEG route yet");
 
     // A snapshot wakes the idle copy and gets a fresh JPEG.

@@ -6,20 +6,14 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::h264::jpeg_copy_viewers;
 use common::*;
-use ringbuf::demand::{DemandFile, DEFAULT_CELL_EXPIRY};
 use ringbuf::{feed_ring_path, CameraId, Feed, RingReader, WriterStatus};
 
 const CAM: &str = "h1";
 
 fn camera() -> CameraId {
     CameraId::new(CAM).unwrap()
-}
-
-fn copy_viewers(dir: &Path) -> u64 {
-    DemandFile::open_feed(dir, &camera(), Feed::JpegCopy)
-        .expect("the copy's demand file")
-        .viewers(DEFAULT_CELL_EXPIRY)
 }
 
 fn copy_frames_published(dir: &Path) -> u64 {
@@ -88,7 +82,7 @@ fn an_h264_capture_fills_its_jpeg_copy_only_while_a_jpeg_route_is_watched() {
     assert!(mjpeg.success(), "ffmpeg read 5 frames of the MJPEG stream");
 
     wait_for("no demand for the copy once nobody watches", || {
-        (copy_viewers(dir.path()) == 0).then_some(())
+        (jpeg_copy_viewers(dir.path(), CAM) == 0).then_some(())
     });
     // A frame being made when the last viewer left may still land, before the copy idles.
     wait_for("the copy to idle", || copy_idle(dir.path()).then_some(()));

@@ -345,3 +345,30 @@ pub fn ffmpeg_h264_camera(name: &str, gop: u32, output: &[&std::ffi::OsStr]) -> 
         name: name.into(),
     }
 }
+
+/// Decodes an Annex B stream with ffmpeg: the number of frames, or ffmpeg's complaint.
+pub fn decoded_frames(stream: &[u8]) -> Result<usize, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ring.h264");
+    std::fs::write(&file, stream).unwrap();
+    let decode = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-f", "h264", "-i"])
+        .arg(&file)
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .expect("run ffmpeg");
+    let errors = String::from_utf8_lossy(&decode.stderr);
+    if !decode.status.success() || !errors.trim().is_empty() {
+        return Err(errors.into_owned());
+    }
+    let frames = String::from_utf8_lossy(&decode.stdout)
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .count();
+    Ok(frames)
+}
+
+/// The access units of `frames` one after the other: the stream a reader received.
+pub fn concatenated(frames: &[(FrameMeta, Vec<u8>)]) -> Vec<u8> {
+    frames.iter().flat_map(|(_, unit)| unit.clone()).collect()
+}

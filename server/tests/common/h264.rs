@@ -4,20 +4,19 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::thread::JoinHandle;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use ringbuf::demand::{DemandFile, DEFAULT_CELL_EXPIRY};
 use ringbuf::frame::{insert_timing, read_access_unit_header, FrameTiming, AU_HEADER_LEN};
-use ringbuf::h264::{is_keyframe, nal_type, NAL_ACCESS_UNIT_DELIMITER};
+use ringbuf::h264::{nal_type, NAL_ACCESS_UNIT_DELIMITER};
 use ringbuf::{
     CameraId, Clock, Codec, Feed, FrameKind, FrameNo, RingGeometry, RingWriter, SystemClock,
     VideoFormat, WallNanos,
 };
 
-use super::Ws;
+use super::{PublishingThread, Ws};
 
 pub const WIDTH: u32 = 320;
 pub const HEIGHT: u32 = 240;
@@ -61,10 +60,7 @@ fn split_at_delimiters(stream: &[u8]) -> Vec<Vec<u8>> {
 
 /// Publishes [`access_units`] into an H.264 ring at `fps`, over and over (each loop starts at
 /// a keyframe, so the stream stays decodable), until dropped.
-pub struct H264Feeder {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct H264Feeder(PublishingThread);
 
 impl H264Feeder {
     pub fn start(ring_dir: &Path, cam: &str, fps: u32) -> H264Feeder {
@@ -83,40 +79,22 @@ impl H264Feeder {
             fps_milli: fps * 1000,
         });
         let units = access_units();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
         let interval = Duration::from_secs(1) / fps;
-        let thread = std::thread::spawn(move || {
+        H264Feeder(PublishingThread::spawn(move |stopping| {
             let mut next = Instant::now();
+            let mut published = 0;
             for unit in units.iter().cycle() {
                 if stopping.load(Ordering::Relaxed) {
                     break;
                 }
-                let kind = if is_keyframe(unit) {
-                    FrameKind::Key
-                } else {
-                    FrameKind::Delta
-                };
-                writer
-                    .publish_frame(unit, SystemClock.wall(), kind)
-                    .expect("publish");
+                // The writer finds each access unit's kind itself.
+                writer.publish(unit, SystemClock.wall()).expect("publish");
+                published += 1;
                 next += interval;
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
-        });
-        H264Feeder {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for H264Feeder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+            published
+        }))
     }
 }
 
@@ -186,10 +164,7 @@ pub fn decode_with_ffmpeg(stream: &[u8], dir: &Path) -> usize {
 
 /// Plays a capture's part for the JPEG copy of an H.264 camera: idle while nobody watches the
 /// copy (its demand file says so), publishing JPEGs at `fps` while someone does.
-pub struct JpegCopyFeeder {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+pub struct JpegCopyFeeder(PublishingThread);
 
 impl JpegCopyFeeder {
     pub fn start(ring_dir: &Path, cam: &str, fps: u32) -> JpegCopyFeeder {
@@ -198,11 +173,10 @@ impl JpegCopyFeeder {
             .expect("create the JPEG copy's ring");
         writer.set_idle(true).expect("idle");
         let demand = DemandFile::open_feed(ring_dir, &camera, Feed::JpegCopy).expect("demand file");
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
         let interval = Duration::from_secs(1) / fps;
-        let thread = std::thread::spawn(move || {
+        JpegCopyFeeder(PublishingThread::spawn(move |stopping| {
             let mut out = Vec::new();
+            let mut published = 0;
             while !stopping.load(Ordering::Relaxed) {
                 if demand.viewers(DEFAULT_CELL_EXPIRY) == 0 {
                     writer.set_idle(true).expect("idle");
@@ -214,22 +188,19 @@ impl JpegCopyFeeder {
                     };
                     insert_timing(super::base_jpeg(), timing, &mut out).expect("timing");
                     writer.publish(&out, capture).expect("publish");
+                    published += 1;
                 }
                 std::thread::sleep(interval);
             }
-        });
-        JpegCopyFeeder {
-            stop,
-            thread: Some(thread),
-        }
+            published
+        }))
     }
 }
 
-impl Drop for JpegCopyFeeder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Viewers of `cam`'s JPEG copy across every worker, as its demand file counts them.
+pub fn jpeg_copy_viewers(ring_dir: &Path, cam: &str) -> u64 {
+    let camera = CameraId::new(cam).expect("camera name");
+    DemandFile::open_feed(ring_dir, &camera, Feed::JpegCopy)
+        .expect("the copy's demand file")
+        .viewers(DEFAULT_CELL_EXPIRY)
 }

@@ -211,11 +211,43 @@ pub fn frame_no(jpeg: &[u8]) -> u64 {
         .0
 }
 
-/// Publishes the test JPEG (with timing) into a ring at `fps` from a thread, like a capture.
-pub struct Feeder {
+/// A thread that publishes into a ring until it is stopped, at the latest when dropped.
+pub struct PublishingThread {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<u64>>,
 }
+
+impl PublishingThread {
+    /// Runs `publish`, which watches the flag that tells it to stop and returns how many frames
+    /// it published.
+    pub fn spawn(publish: impl FnOnce(&AtomicBool) -> u64 + Send + 'static) -> PublishingThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        PublishingThread {
+            stop,
+            thread: Some(std::thread::spawn(move || publish(&stopping))),
+        }
+    }
+
+    /// Stops publishing (the ring goes offline) and returns how many frames were published.
+    pub fn stop(mut self) -> u64 {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
+    }
+}
+
+impl Drop for PublishingThread {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Publishes the test JPEG (with timing) into a ring at `fps` from a thread, like a capture.
+pub struct Feeder(PublishingThread);
 
 impl Feeder {
     pub fn start(ring_dir: &Path, cam: &str, fps: u32) -> Feeder {
@@ -227,10 +259,8 @@ impl Feeder {
             height: 360,
             fps_milli: fps * 1000,
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = Arc::clone(&stop);
         let interval = Duration::from_secs(1) / fps;
-        let thread = std::thread::spawn(move || {
+        Feeder(PublishingThread::spawn(move |stopping| {
             let mut out = Vec::new();
             let mut next = Instant::now();
             let mut published = 0;
@@ -247,26 +277,12 @@ impl Feeder {
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
             published
-        });
-        Feeder {
-            stop,
-            thread: Some(thread),
-        }
+        }))
     }
 
     /// Stops publishing (the ring goes offline) and returns how many frames were published.
-    pub fn stop(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().map_or(0, |t| t.join().unwrap_or(0))
-    }
-}
-
-impl Drop for Feeder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub fn stop(self) -> u64 {
+        self.0.stop()
     }
 }
 
